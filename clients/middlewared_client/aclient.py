@@ -1,0 +1,288 @@
+"""The asyncio client: calls, job handles and subscriptions over a reconnecting link."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Generator
+from typing import Any, Literal, overload
+
+from middlewared.errors import MiddlewareError
+from middlewared_client.connection import Connection
+from middlewared_client.errors import ClientClosed, ClientError, ConnectionLost, error_from_rpc
+from middlewared_client.jobs import JobHandle, JobTracker, ProgressCallback
+from middlewared_client.link import Link, login
+from middlewared_client.options import DEFAULT_MAX_SIZE, DEFAULT_URL, ClientOptions, Credentials
+from middlewared_client.subscriptions import EndCallback, EventCallback, Listener, Subscriptions
+
+log = logging.getLogger(__name__)
+
+JOBS_COLLECTION = "core.get_jobs"
+
+
+class AsyncClient:
+    """A middlewared connection; ``await AsyncClient.connect(url, ...)`` opens and logs in."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        credentials: Credentials | None = None,
+        options: ClientOptions | None = None,
+    ) -> None:
+        self._subs = Subscriptions()
+        self._jobs = JobTracker()
+        self._link = Link(
+            url,
+            options or ClientOptions(),
+            credentials or Credentials(),
+            on_notification=self._on_notification,
+            on_open=self._on_open,
+            on_lost=self._on_lost,
+            on_give_up=lambda error: self._subs.end(None, error),
+        )
+
+    @classmethod
+    def connect(
+        cls,
+        url: str = DEFAULT_URL,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        api_key: str | None = None,
+        token: str | None = None,
+        reconnect: bool = True,
+        call_timeout: float | None = None,
+        max_size: int | None = DEFAULT_MAX_SIZE,
+        options: ClientOptions | None = None,
+    ) -> Connecting:
+        """Open a client: ``await`` it, or use it as ``async with``."""
+        creds = Credentials(username, password, api_key, token)
+        if options is None:
+            options = ClientOptions(
+                reconnect=reconnect, call_timeout=call_timeout, max_size=max_size
+            )
+        return Connecting(cls(url, credentials=creds, options=options))
+
+    async def __aenter__(self) -> AsyncClient:
+        if not self._link.connected:
+            await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def url(self) -> str:
+        return self._link.url
+
+    @property
+    def options(self) -> ClientOptions:
+        return self._link.options
+
+    @property
+    def connected(self) -> bool:
+        return self._link.connected
+
+    @property
+    def closed(self) -> bool:
+        return self._link.closed
+
+    async def open(self) -> AsyncClient:
+        """Connect, and log in with the credentials given at construction (if any)."""
+        await self._link.open()
+        return self
+
+    async def login(
+        self,
+        username: str | None = None,
+        password: str | None = None,
+        *,
+        api_key: str | None = None,
+        token: str | None = None,
+    ) -> None:
+        """Log in; raises ``LoginFailed`` when refused. Reconnections reuse these credentials."""
+        creds = Credentials(username, password, api_key, token)
+        await login(await self._link.current(), creds, self.options.call_timeout)
+        self._link.credentials = creds
+
+    @overload
+    async def call(
+        self,
+        method: str,
+        *params: Any,
+        job: Literal[False] = False,
+        on_progress: ProgressCallback | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (a per-client default applies)
+    ) -> Any: ...
+
+    @overload
+    async def call(
+        self,
+        method: str,
+        *params: Any,
+        job: Literal[True],
+        on_progress: ProgressCallback | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (a per-client default applies)
+    ) -> JobHandle: ...
+
+    async def call(
+        self,
+        method: str,
+        *params: Any,
+        job: bool = False,
+        on_progress: ProgressCallback | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (a per-client default applies)
+    ) -> Any:
+        """Call ``method``; ``job=True`` returns a ``JobHandle`` as soon as the call is sent.
+
+        With ``on_progress`` (and no ``job``) the call tracks the job and returns its result.
+        ``timeout`` bounds the wait for the reply (default ``options.call_timeout``); a job
+        handle's wait is bounded by ``handle.result(timeout)`` instead.
+        """
+        timeout = self.options.call_timeout if timeout is None else timeout
+        if job:
+            return await self._start_job(method, list(params), on_progress, timeout)
+        if on_progress is not None:
+            handle = await self._start_job(method, list(params), on_progress, timeout)
+            return await handle.result(timeout)
+        conn = await self._link.current()
+        return await conn.call(method, list(params), timeout)
+
+    async def subscribe(
+        self, name: str, callback: EventCallback, *, on_end: EndCallback | None = None
+    ) -> str:
+        """Call ``callback(params)`` for each event of ``name``; returns an id for unsubscribe.
+
+        The subscription survives reconnections; ``on_end(error)`` is called when it ends
+        for good (the server ended it, reconnection gave up, or the client closed: ``None``).
+        """
+        local_id = self._subs.add(Listener(name, callback, on_end))
+        try:
+            conn = await self._link.current()
+            await self._subs.ensure_server(name, lambda n: self._subscribe_on(conn, n))
+        except BaseException:
+            self._subs.remove(local_id)
+            raise
+        return local_id
+
+    async def unsubscribe(self, sub_id: str) -> None:
+        listener = self._subs.remove(sub_id)
+        if listener is None or self._subs.has_listeners(listener.name):
+            return
+        task = self._subs.pop_server(listener.name)
+        conn = self._link.current_nowait()
+        if task is None or conn is None:
+            return
+        server_id = await task
+        await conn.call("core.unsubscribe", [server_id], self.options.call_timeout)
+
+    async def abort_job(self, job_id: int) -> None:
+        """Ask the server to abort job ``job_id``."""
+        await self.call("core.job_abort", job_id)
+
+    async def job_id_for_call(self, call_id: str) -> int | None:
+        """The job that serves the call ``call_id`` (for a reply that came before its event)."""
+        jobs = await self.call(
+            "core.get_jobs", [["message_ids", "rin", call_id]], {"order_by": ["-id"], "limit": 1}
+        )
+        if isinstance(jobs, list) and jobs and isinstance(jobs[0], dict):
+            job_id = jobs[0].get("id")
+            return job_id if isinstance(job_id, int) else None
+        return None
+
+    async def close(self) -> None:
+        """Close the connection; calls and jobs in flight fail with ``ClientClosed``."""
+        if self._link.closed:
+            return
+        await self._link.close()
+        self._jobs.fail_all(ClientClosed())
+        self._subs.end(None, None)
+
+    # Hooks of the link.
+
+    async def _on_open(self, conn: Connection) -> None:
+        """A new connection: its subscriptions are gone, make the user's again."""
+        self._subs.reset_server()
+        for name in sorted(self._subs.user_names()):
+            try:
+                await self._subs.ensure_server(name, lambda n: self._subscribe_on(conn, n))
+            except MiddlewareError as exc:
+                if isinstance(exc, ClientError):
+                    raise
+                log.warning("could not subscribe again to %s: %s", name, exc)
+                self._subs.end(name, exc)
+
+    def _on_lost(self) -> None:
+        # The server keeps running the jobs; their calls' replies are lost with the socket.
+        self._jobs.fail_all(ConnectionLost())
+        self._subs.drop_internal()
+        self._subs.reset_server()
+
+    def _on_notification(self, method: str, params: Any) -> None:
+        if not isinstance(params, dict):
+            return
+        if method == "collection_update":
+            self._subs.dispatch(params)
+        elif method == "notify_unsubscribed":
+            collection = params.get("collection")
+            error = params.get("error")
+            exc = error_from_rpc(error) if error is not None else None
+            self._subs.end(collection if isinstance(collection, str) else None, exc)
+
+    # Jobs.
+
+    async def _subscribe_on(self, conn: Connection, name: str) -> Any:
+        return await conn.call("core.subscribe", [name], self.options.call_timeout)
+
+    async def _start_job(
+        self,
+        method: str,
+        params: list[Any],
+        on_progress: ProgressCallback | None,
+        reply_timeout: float | None,
+    ) -> JobHandle:
+        if not self._subs.has_listeners(JOBS_COLLECTION, internal=True):
+            self._subs.add(Listener(JOBS_COLLECTION, self._jobs.on_event, internal=True))
+        conn = await self._link.current()
+        async with asyncio.timeout(reply_timeout):
+            await self._subs.ensure_server(JOBS_COLLECTION, lambda n: self._subscribe_on(conn, n))
+        handle = JobHandle(conn.next_id(), method, self)
+        if on_progress is not None:
+            handle.add_progress_callback(on_progress)
+        self._jobs.track(handle)
+        try:
+            future = await conn.send_call(handle.call_id, method, params)
+        except BaseException as exc:
+            error = exc if isinstance(exc, MiddlewareError) else ClientError(str(exc))
+            self._jobs.finish(handle, error=error)
+            raise
+        future.add_done_callback(lambda f: self._settle(handle, f))
+        return handle
+
+    def _settle(self, handle: JobHandle, future: asyncio.Future[Any]) -> None:
+        if future.cancelled():
+            self._jobs.finish(handle, error=ClientClosed())
+            return
+        exc = future.exception()
+        if exc is None:
+            self._jobs.finish(handle, result=future.result())
+        else:
+            error = exc if isinstance(exc, MiddlewareError) else ClientError(str(exc))
+            self._jobs.finish(handle, error=error)
+
+
+class Connecting:
+    """What ``AsyncClient.connect()`` returns: awaitable, or an async context manager."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    def __await__(self) -> Generator[Any, None, AsyncClient]:
+        return self._client.open().__await__()
+
+    async def __aenter__(self) -> AsyncClient:
+        return await self._client.open()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._client.close()

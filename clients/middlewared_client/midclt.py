@@ -1,0 +1,170 @@
+"""``midclt``: call methods, follow jobs and events of a middlewared server from a shell."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from middlewared import jsonc
+from middlewared.errors import MiddlewareError
+from middlewared_client.aclient import AsyncClient
+from middlewared_client.clitext import (
+    ProgressBar,
+    format_error,
+    format_jobs_table,
+    format_result,
+    parse_arg,
+)
+from middlewared_client.errors import LoginFailed
+from middlewared_client.options import DEFAULT_URL, ClientOptions, Credentials
+
+STATES = ("WAITING", "RUNNING", "SUCCESS", "FAILED", "ABORTED")
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="midclt",
+        description="Talk to middlewared. Credentials and URL also come from MIDCLT_URL, "
+        "MIDCLT_USER, MIDCLT_PASSWORD and MIDCLT_API_KEY.",
+    )
+    parser.add_argument("-u", "--url", help=f"WebSocket URL (default {DEFAULT_URL})")
+    parser.add_argument("-U", "--username", help="user name (default root with -P)")
+    parser.add_argument("-P", "--password", help="password")
+    parser.add_argument("-K", "--api-key", help="API key")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    call = commands.add_parser("call", help="call a method and print its result")
+    call.add_argument("-j", "--job", action="store_true", help="show the job's progress")
+    call.add_argument("method")
+    call.add_argument("args", nargs="*", metavar="ARG", help="a JSON value, else a string")
+
+    sub = commands.add_parser("subscribe", help="print events as JSON lines")
+    sub.add_argument("-n", "--count", type=_positive, help="exit after COUNT events")
+    sub.add_argument("event", help="a collection (core.get_jobs) or *")
+
+    commands.add_parser("ping", help="check that the server answers")
+
+    jobs = commands.add_parser("jobs", help="list the latest jobs")
+    jobs.add_argument("--state", type=str.upper, choices=STATES)
+    jobs.add_argument("--limit", type=_natural, default=50, help="0 for all (default 50)")
+    return parser
+
+
+def _positive(text: str) -> int:
+    value = _natural(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _natural(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def credentials(
+    args: argparse.Namespace, env: Mapping[str, str], parser: argparse.ArgumentParser
+) -> Credentials:
+    """Credentials from the options, else from the environment; usage errors exit 2."""
+    user, password, api_key = args.username, args.password, args.api_key
+    if user is None and password is None and api_key is None:
+        user, password = env.get("MIDCLT_USER"), env.get("MIDCLT_PASSWORD")
+        api_key = env.get("MIDCLT_API_KEY") if password is None else None
+    if api_key is not None and (user is not None or password is not None):
+        parser.error("give either -U/-P or -K, not both")
+    if user is not None and password is None:
+        parser.error("-U needs -P")
+    if password is not None and not user:
+        user = "root"
+    return Credentials(username=user, password=password, api_key=api_key)
+
+
+async def _call(client: AsyncClient, args: argparse.Namespace) -> int:
+    params = [parse_arg(a) for a in args.args]
+    if not args.job:
+        result = await client.call(args.method, *params)
+    else:
+        columns = shutil.get_terminal_size((80, 24)).columns
+        bar = ProgressBar(sys.stderr, columns)
+        handle = await client.call(args.method, *params, job=True, on_progress=bar.update)
+        try:
+            result = await handle.result()
+        finally:
+            bar.finish()
+    print(format_result(result), flush=True)
+    return EXIT_OK
+
+
+async def _subscribe(client: AsyncClient, args: argparse.Namespace) -> int:
+    queue: asyncio.Queue[dict[str, Any] | MiddlewareError | None] = asyncio.Queue()
+    await client.subscribe(args.event, queue.put_nowait, on_end=queue.put_nowait)
+    seen = 0
+    while args.count is None or seen < args.count:
+        item = await queue.get()
+        if item is None:
+            return EXIT_OK
+        if isinstance(item, MiddlewareError):
+            raise item
+        print(jsonc.dumps(item), flush=True)
+        seen += 1
+    return EXIT_OK
+
+
+async def _jobs(client: AsyncClient, args: argparse.Namespace) -> int:
+    filters = [["state", "=", args.state]] if args.state else []
+    jobs = await client.call("core.get_jobs", filters, {"order_by": ["-id"], "limit": args.limit})
+    print(format_jobs_table(list(reversed(jobs))), flush=True)
+    return EXIT_OK
+
+
+async def _ping(client: AsyncClient, args: argparse.Namespace) -> int:
+    print(format_result(await client.call("core.ping")), flush=True)
+    return EXIT_OK
+
+
+COMMANDS = {"call": _call, "subscribe": _subscribe, "jobs": _jobs, "ping": _ping}
+
+
+async def run(args: argparse.Namespace, url: str, creds: Credentials) -> int:
+    # Only a long-lived subscription is worth reconnecting; a one-shot command fails fast.
+    options = ClientOptions(reconnect=args.command == "subscribe")
+    async with AsyncClient(url, credentials=creds, options=options) as client:
+        return await COMMANDS[args.command](client, args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``midclt``; the exit status: 0 ok, 1 any error, 2 bad usage, 130 interrupted."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        creds = credentials(args, os.environ, parser)
+    except SystemExit as exc:  # argparse's way out: --help (0) or bad usage (2)
+        return (
+            exc.code if isinstance(exc.code, int) else EXIT_OK if exc.code is None else EXIT_USAGE
+        )
+    url = args.url or os.environ.get("MIDCLT_URL") or DEFAULT_URL
+    try:
+        return asyncio.run(run(args, url, creds))
+    except LoginFailed as exc:
+        detail = "" if exc.reason == "Login failed" else f": {format_error(exc.__cause__ or exc)}"
+        print(f"midclt: login failed{detail}", file=sys.stderr)
+    except MiddlewareError as exc:
+        print(f"midclt: {format_error(exc)}", file=sys.stderr)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Authentication and authorisation: users, API keys, tokens, login throttling."""

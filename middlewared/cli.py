@@ -1,0 +1,96 @@
+"""The ``middlewared`` command: parse options, prepare the data dir, run the server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from middlewared import __version__
+from middlewared.config import Limits, LoginThrottle, Retention, ServerConfig
+from middlewared.errors import MiddlewareError
+
+log = logging.getLogger("middlewared")
+
+DEFAULT_DATA_DIR = os.environ.get("MIDDLEWARED_DATA_DIR", "./data")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="middlewared", description=__doc__)
+    p.add_argument("--version", action="version", version=f"middlewared {__version__}")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=6000, help="port (0: any free port)")
+    p.add_argument("--data-dir", type=Path, default=Path(DEFAULT_DATA_DIR),
+                   help="where the database, logs and root.password live (default ./data; "
+                        "/var/lib/middlewared under systemd)")
+    p.add_argument("--fs-root", type=Path, action="append", default=[],
+                   help="a root the filesystem methods may touch (repeatable; "
+                        "default <data-dir>/files)")
+    p.add_argument("--plugins-dir", type=Path, action="append", default=[],
+                   help="a folder of plugin modules to load besides the built-in ones")
+    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--durability", choices=["full", "normal"], default="full",
+                   help="full: fsync every group commit; normal: survive crashes, not power loss")
+    p.add_argument("--max-frame", type=int, default=Limits.max_frame)
+    p.add_argument("--max-frame-unauthenticated", type=int,
+                   default=Limits.max_frame_unauthenticated)
+    p.add_argument("--max-inflight", type=int, default=Limits.max_inflight)
+    p.add_argument("--max-pending-events", type=int, default=Limits.max_pending_events)
+    p.add_argument("--retention-days", type=float, default=Retention.max_age_seconds / 86400)
+    p.add_argument("--retention-count", type=int, default=Retention.max_count)
+    p.add_argument("--retention-interval", type=float, default=Retention.interval_seconds)
+    p.add_argument("--login-max-failures", type=int, default=LoginThrottle.max_failures)
+    p.add_argument("--login-window", type=float, default=LoginThrottle.window_seconds)
+    p.add_argument("--shutdown-grace", type=float, default=10.0)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    return ServerConfig(
+        host=args.host,
+        port=args.port,
+        data_dir=args.data_dir.resolve(),
+        fs_roots=tuple(args.fs_root),
+        plugin_dirs=tuple(args.plugins_dir),
+        limits=Limits(args.max_frame_unauthenticated, args.max_frame, args.max_inflight,
+                      args.max_pending_events),
+        retention=Retention(args.retention_days * 86400, args.retention_count,
+                            args.retention_interval),
+        login_throttle=LoginThrottle(args.login_max_failures, args.login_window),
+        durability=args.durability,
+        shutdown_grace_seconds=args.shutdown_grace,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    config = config_from_args(args)
+    from middlewared.app import Middleware
+    from middlewared.http.server import serve
+
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(serve(Middleware(config)))
+    except (OSError, MiddlewareError) as e:
+        print(f"middlewared: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed (the ``fast`` extra), else asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory

@@ -1,0 +1,68 @@
+"""Server configuration: one frozen dataclass built from the command line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Protocol limits that protect the server from one connection."""
+
+    # A frame larger than this before login closes the connection with 1009.
+    max_frame_unauthenticated: int = 64 * 1024
+    # ... and after login.
+    max_frame: int = 16 * 1024 * 1024
+    # Calls in flight on one connection; past it: -32000.
+    max_inflight: int = 256
+    # Events waiting for a slow reader before it is disconnected (close 4008).
+    max_pending_events: int = 10_000
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long finished jobs are kept."""
+
+    max_age_seconds: float = 7 * 24 * 3600.0
+    max_count: int = 100_000
+    interval_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class LoginThrottle:
+    """Failed logins allowed per client address in a sliding window."""
+
+    max_failures: int = 5
+    window_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 6000
+    data_dir: Path = Path("./data")
+    fs_roots: tuple[Path, ...] = ()
+    plugin_dirs: tuple[Path, ...] = ()
+    builtin_plugins: bool = True
+    limits: Limits = field(default_factory=Limits)
+    retention: Retention = field(default_factory=Retention)
+    login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    # "full": fsync each group commit (survives power loss); "normal": survives a crash.
+    durability: str = "full"
+    # Seconds given to running jobs to end on SIGTERM before they are aborted.
+    shutdown_grace_seconds: float = 10.0
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "middlewared.db"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def roots(self) -> tuple[Path, ...]:
+        """Filesystem roots, resolved; ``<data-dir>/files`` when none are given."""
+        roots = self.fs_roots or (self.data_dir / "files",)
+        return tuple(p.resolve() for p in roots)

@@ -1,0 +1,119 @@
+"""One in-process event bus that jobs, collections and (later) triggers publish to."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from middlewared import jsonc
+
+log = logging.getLogger(__name__)
+
+ADDED = "added"
+CHANGED = "changed"
+REMOVED = "removed"
+ALL = "*"
+
+
+@dataclass(slots=True)
+class Event:
+    """One collection change. ``owner`` limits who may see it (None: every logged-in user)."""
+
+    collection: str
+    msg: str
+    id: Any
+    fields: dict[str, Any] | None = None
+    owner: str | None = None
+    # Fields only admins see (a job's formatted exception), merged over ``fields``.
+    admin_fields: dict[str, Any] | None = None
+    _frames: dict[bool, str] = field(default_factory=dict)
+
+    def params(self, admin: bool) -> dict[str, Any]:
+        params: dict[str, Any] = {"msg": self.msg, "collection": self.collection, "id": self.id}
+        if self.msg != REMOVED:
+            fields = self.fields or {}
+            if admin and self.admin_fields:
+                fields = {**fields, **self.admin_fields}
+            params["fields"] = fields
+        return params
+
+    def frame(self, admin: bool) -> str:
+        """The encoded notification, built once per audience however many subscribers."""
+        admin = admin and bool(self.admin_fields)
+        cached = self._frames.get(admin)
+        if cached is None:
+            cached = jsonc.dumps(
+                {"jsonrpc": "2.0", "method": "collection_update", "params": self.params(admin)}
+            )
+            self._frames[admin] = cached
+        return cached
+
+    def merged_after(self, older: Event) -> Event | None:
+        """What a reader that has not seen ``older`` yet should get instead of both."""
+        if older.msg == ADDED and self.msg == REMOVED:
+            return None
+        if older.msg == ADDED and self.msg == CHANGED:
+            return Event(self.collection, ADDED, self.id, self.fields, self.owner,
+                         self.admin_fields)
+        return self
+
+
+class Sink(Protocol):
+    """Where a subscription's events go (a WebSocket session's outbox)."""
+
+    def push_event(self, event: Event) -> None: ...
+
+
+@dataclass(eq=False)
+class Subscription:
+    id: str
+    collection: str
+    username: str
+    admin: bool
+    sink: Sink
+
+    def may_see(self, event: Event) -> bool:
+        return self.admin or event.owner is None or event.owner == self.username
+
+
+Listener = Callable[[Event], None]
+
+
+class EventBus:
+    """Fan-out of published events to subscriptions and in-process listeners."""
+
+    def __init__(self) -> None:
+        self._subs: dict[str, set[Subscription]] = {}
+        self._listeners: dict[str, list[Listener]] = {}
+
+    def subscribe(self, sub: Subscription) -> None:
+        self._subs.setdefault(sub.collection, set()).add(sub)
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        subs = self._subs.get(sub.collection)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subs[sub.collection]
+
+    def add_listener(self, collection: str, listener: Listener) -> None:
+        self._listeners.setdefault(collection, []).append(listener)
+
+    def has_subscribers(self, collection: str) -> bool:
+        return bool(self._subs.get(collection) or self._subs.get(ALL))
+
+    def subscriber_count(self) -> int:
+        return sum(len(s) for s in self._subs.values())
+
+    def publish(self, event: Event) -> None:
+        for key in (event.collection, ALL):
+            for sub in self._subs.get(key, ()):
+                if sub.may_see(event):
+                    sub.sink.push_event(event)
+            for listener in self._listeners.get(key, ()):
+                try:
+                    listener(event)
+                except Exception:
+                    log.exception("event listener failed on %s %s", event.collection, event.id)

@@ -1,0 +1,1 @@
+"""The aiohttp application: the only layer that knows aiohttp."""

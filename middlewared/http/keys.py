@@ -1,0 +1,11 @@
+"""Typed keys under which the aiohttp application holds the server's objects."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from middlewared.app import Middleware
+from middlewared.ws.session import Session
+
+MIDDLEWARE = web.AppKey("middleware", Middleware)
+SESSIONS = web.AppKey("sessions", set[Session])

@@ -1,0 +1,73 @@
+"""Build the aiohttp application around a Middleware and run it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from aiohttp import web
+
+from middlewared.app import Middleware
+from middlewared.http.keys import MIDDLEWARE, SESSIONS
+from middlewared.http.websocket import websocket_handler
+
+log = logging.getLogger(__name__)
+
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every HTTP refusal carries a JSON body that says why."""
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except web.HTTPException as e:
+        if e.content_type == "application/json":
+            raise
+        return web.json_response({"error": e.reason, "status": e.status}, status=e.status,
+                                 headers={k: v for k, v in e.headers.items()
+                                          if k.lower() not in ("content-type", "content-length")})
+
+
+def build_app(middleware: Middleware) -> web.Application:
+    app = web.Application(middlewares=[json_errors], client_max_size=1024**2)
+    app[MIDDLEWARE] = middleware
+    app[SESSIONS] = set()
+    app.router.add_get("/api/current", websocket_handler)
+    return app
+
+
+async def serve(middleware: Middleware) -> None:
+    """Start, print where we listen, run until SIGTERM/SIGINT, then stop gracefully."""
+    await middleware.start()
+    app = build_app(middleware)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    config = middleware.config
+    site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
+    await site.start()
+    port = _bound_port(site) or config.port
+    print(f"middlewared listening on http://{config.host}:{port}", flush=True)
+    log.info("listening on %s:%d, data dir %s", config.host, port, config.data_dir)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        # Jobs end (or are aborted) while their callers are still connected to hear it.
+        await middleware.stop()
+        await site.stop()
+        await runner.cleanup()
+
+
+def _bound_port(site: web.TCPSite) -> int | None:
+    server = site._server  # aiohttp exposes no public accessor for the bound socket
+    sockets = getattr(server, "sockets", None) or []
+    for sock in sockets:
+        return int(sock.getsockname()[1])
+    return None

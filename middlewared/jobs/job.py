@@ -1,0 +1,167 @@
+"""A job: its state machine, its record, and the handle a plugin method is given."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import traceback
+from collections.abc import Callable
+from enum import Enum
+from typing import Any
+
+from middlewared.auth.credentials import Credentials
+from middlewared.errors import MiddlewareError, ValidationErrors, errname
+from middlewared.jobs.logs import JobLog
+from middlewared.registry import JobOptions
+
+
+class JobState(str, Enum):
+    WAITING = "WAITING"
+    RUNNING = "RUNNING"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+    ABORTED = "ABORTED"
+
+
+ENDED = frozenset({JobState.SUCCESS, JobState.FAILED, JobState.ABORTED})
+_NEXT: dict[JobState, frozenset[JobState]] = {
+    JobState.WAITING: frozenset({JobState.RUNNING, JobState.FAILED, JobState.ABORTED}),
+    JobState.RUNNING: ENDED,
+}
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def date(ms: int | None) -> dict[str, int] | None:
+    return None if ms is None else {"$date": ms}
+
+
+class InvalidTransition(RuntimeError):
+    pass
+
+
+class Job:
+    """One tracked call. Plugin methods receive it to report progress and write logs."""
+
+    def __init__(
+        self,
+        id: int,
+        method: str,
+        options: JobOptions,
+        arguments: list[Any],
+        shown_arguments: list[Any],
+        credentials: Credentials,
+        message_id: Any = None,
+        lock_key: str | None = None,
+        description: str | None = None,
+    ) -> None:
+        self.id = id
+        self.method = method
+        self.options = options
+        self.arguments = arguments
+        self.shown_arguments = shown_arguments
+        self.credentials = credentials
+        self.message_ids: list[Any] = [] if message_id is None else [message_id]
+        self.lock_key = lock_key
+        self.description = description
+        self.state = JobState.WAITING
+        self.progress: dict[str, Any] = {"percent": None, "description": None, "extra": None}
+        self.result: Any = None
+        self.error: str | None = None
+        self.exception: str | None = None
+        self.exc_info: dict[str, Any] | None = None
+        self.time_started = now_ms()
+        self.time_finished: int | None = None
+        self.logs: JobLog | None = None
+        self.logs_excerpt: str | None = None
+        self.failure: MiddlewareError | None = None
+        # Set by the manager: called on every visible change (progress=True when only progress).
+        self.on_change: Callable[[Job, bool], None] = lambda job, progress: None
+        self.done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.done.add_done_callback(_consume_exception)
+        self.persisted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.task: asyncio.Task[None] | None = None
+
+    # -- what plugin methods call -------------------------------------------------------
+    def set_progress(
+        self, percent: float | None = None, description: str | None = None, extra: Any = None
+    ) -> None:
+        """Report progress; percent is clamped to 0..100. Cheap: events are coalesced."""
+        if percent is not None:
+            self.progress["percent"] = min(100.0, max(0.0, float(percent)))
+        if description is not None:
+            self.progress["description"] = description
+        if extra is not None:
+            self.progress["extra"] = extra
+        self.on_change(self, True)
+
+    def set_description(self, description: str) -> None:
+        self.description = description
+        self.on_change(self, False)
+
+    def log(self, text: str) -> None:
+        """Append to the job's log file (jobs declared with ``logs=True``)."""
+        if self.logs is not None:
+            self.logs.write(text)
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ENDED
+
+    # -- state machine ------------------------------------------------------------------
+    def transition(self, state: JobState) -> None:
+        if state not in _NEXT.get(self.state, frozenset()):
+            raise InvalidTransition(f"job {self.id}: {self.state.value} -> {state.value}")
+        self.state = state
+        if state in ENDED:
+            self.time_finished = now_ms()
+            if state is JobState.SUCCESS:
+                self.progress["percent"] = 100.0
+
+    def set_failure(self, exc: BaseException, aborted: bool = False) -> None:
+        self.error = str(exc.reason if isinstance(exc, MiddlewareError) else exc) or repr(exc)
+        if isinstance(exc, MiddlewareError):
+            self.failure = exc
+        self.exception = "".join(traceback.format_exception(exc))
+        errno = exc.errno if isinstance(exc, MiddlewareError) else None
+        self.exc_info = {
+            "type": "VALIDATION" if isinstance(exc, ValidationErrors) else type(exc).__name__,
+            "errno": errno,
+            "errname": errname(errno) if errno is not None else None,
+            "extra": exc.extra if isinstance(exc, MiddlewareError) else None,
+            "repr": repr(exc),
+        }
+        if aborted:
+            self.exc_info["type"] = "JobAborted"
+
+    # -- record -------------------------------------------------------------------------
+    def record(self, admin: bool = True) -> dict[str, Any]:
+        """The job as ``core.get_jobs`` returns it; ``exception`` only for admins."""
+        return {
+            "id": self.id,
+            "method": self.method,
+            "arguments": self.shown_arguments,
+            "message_ids": list(self.message_ids),
+            "description": self.description,
+            "abortable": self.options.abortable,
+            "transient": self.options.transient,
+            "logs_path": self.logs.path_str if self.logs is not None else None,
+            "logs_excerpt": self.logs_excerpt,
+            "progress": dict(self.progress),
+            "result": self.result,
+            "error": self.error,
+            "exception": self.exception if admin else None,
+            "exc_info": self.exc_info,
+            "state": self.state.value,
+            "time_started": date(self.time_started),
+            "time_finished": date(self.time_finished),
+            "credentials": self.credentials.record(),
+        }
+
+
+def _consume_exception(fut: asyncio.Future[Any]) -> None:
+    # Nobody may be waiting for a job's outcome: do not warn about it.
+    if not fut.cancelled():
+        fut.exception()

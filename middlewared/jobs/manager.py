@@ -1,0 +1,315 @@
+"""The job engine: queue, locks, concurrency, abort, persistence and events. No sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from middlewared.auth.credentials import Credentials
+from middlewared.errors import Busy, CallError, MiddlewareError, NotFound, PermissionDenied
+from middlewared.events.bus import ADDED, CHANGED, REMOVED, Event, EventBus
+from middlewared.jobs.job import ENDED, Job, JobState, now_ms
+from middlewared.jobs.locks import Locks
+from middlewared.jobs.logs import JobLog
+from middlewared.jobs.progress import ProgressCoalescer
+from middlewared.jobs.store import JobStore
+from middlewared.registry import JobOptions, MethodSpec
+
+log = logging.getLogger(__name__)
+
+COLLECTION = "core.get_jobs"
+
+Invoke = Callable[[Job], Awaitable[Any]]
+
+
+class JobAborted(CallError):
+    default_errno = errno.ECANCELED
+
+    def __init__(self, reason: str = "Job aborted") -> None:
+        super().__init__(reason)
+
+
+def _resolve(spec: Callable[[Sequence[Any]], str | None] | str | None, args: list[Any]) -> Any:
+    return spec(args) if callable(spec) else spec
+
+
+class JobManager:
+    """Runs jobs; publishes every visible change on the bus; persists every transition."""
+
+    def __init__(self, store: JobStore, bus: EventBus, logs_dir: Path, invoke: Invoke) -> None:
+        self.store = store
+        self.bus = bus
+        self.logs_dir = logs_dir
+        self.invoke = invoke
+        self.live: dict[int, Job] = {}
+        self.locks = Locks()
+        self._semaphores: dict[str, asyncio.Semaphore] = {}
+        self._progress = ProgressCoalescer(self._publish_changed)
+        self._accepting = True
+        self._abort_reason = "Job aborted"
+
+    # -- submitting ---------------------------------------------------------------------
+    async def submit(
+        self,
+        spec: MethodSpec,
+        args: list[Any],
+        shown_args: list[Any],
+        credentials: Credentials,
+        message_id: Any = None,
+    ) -> Job:
+        """Create (or merge into) a job and return it once it is durably recorded."""
+        options = spec.job
+        assert options is not None, f"{spec.name} is not a job"
+        if not self._accepting:
+            raise CallError("The server is shutting down", errno.ESHUTDOWN)
+        lock_key = _resolve(options.lock, args)
+        if lock_key is not None:
+            merged = await self._merge(lock_key, options, message_id)
+            if merged is not None:
+                return merged
+        job = Job(
+            id=self.store.allocate_id(),
+            method=spec.name,
+            options=options,
+            arguments=args,
+            shown_arguments=shown_args,
+            credentials=credentials,
+            message_id=message_id,
+            lock_key=lock_key,
+            description=_resolve(options.description, args),
+        )
+        self._start(job)
+        await job.persisted
+        return job
+
+    async def _merge(self, key: str, options: JobOptions, message_id: Any) -> Job | None:
+        if options.lock_queue_size == 0 and self.locks.busy(key):
+            raise Busy(f"A job with lock {key!r} is already running")
+        target = self.locks.last_waiting(key, options.lock_queue_size)
+        if target is None:
+            return None
+        await target.persisted
+        if message_id is not None:
+            target.message_ids.append(message_id)
+        self.store.update(target)
+        self._publish_changed(target)
+        log.info("job %d: call %r merged into it (lock %r)", target.id, message_id, key)
+        return target
+
+    def _start(self, job: Job) -> None:
+        """Register the job, queue its insert, and start its task (which waits for the insert)."""
+        self.live[job.id] = job
+        job.on_change = self._on_change
+        if job.options.logs:
+            job.logs = JobLog(self.logs_dir / f"{job.id}.log")
+        if job.lock_key is not None:
+            self.locks.enqueue(job.lock_key, job)
+        if job.options.transient:
+            job.persisted.set_result(None)
+        else:
+            _chain(self.store.insert(job), job.persisted)
+        job.task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+
+    # -- running ------------------------------------------------------------------------
+    async def _run(self, job: Job) -> None:
+        try:
+            try:
+                await asyncio.shield(job.persisted)
+            except MiddlewareError as e:
+                self._forget(job)
+                job.done.set_exception(e)
+                return
+            self._publish(job, ADDED)
+            log.debug("job %d (%s) queued", job.id, job.method)
+            await self._execute(job)
+        except asyncio.CancelledError:
+            await self._end(job, JobState.ABORTED, JobAborted(self._abort_reason))
+        except Exception as e:
+            await self._end(job, JobState.FAILED, e)
+        finally:
+            if job.lock_key is not None:
+                self.locks.release(job.lock_key, job)
+
+    async def _execute(self, job: Job) -> None:
+        if job.lock_key is not None:
+            await self.locks.turn(job.lock_key, job)
+        sem = self._semaphore(job)
+        if sem is not None:
+            await sem.acquire()
+        try:
+            job.transition(JobState.RUNNING)
+            self._persist_and_publish(job)
+            log.info("job %d (%s) running", job.id, job.method)
+            if job.options.timeout is not None:
+                try:
+                    async with asyncio.timeout(job.options.timeout):
+                        result = await self.invoke(job)
+                except TimeoutError:
+                    raise CallError(
+                        f"Job timed out after {job.options.timeout} seconds", errno.ETIMEDOUT
+                    ) from None
+            else:
+                result = await self.invoke(job)
+            job.result = result
+            await self._end(job, JobState.SUCCESS, None)
+        finally:
+            if sem is not None:
+                sem.release()
+
+    def _semaphore(self, job: Job) -> asyncio.Semaphore | None:
+        limit = job.options.max_concurrency
+        if limit is None:
+            return None
+        sem = self._semaphores.get(job.method)
+        if sem is None:
+            sem = self._semaphores[job.method] = asyncio.Semaphore(limit)
+        return sem
+
+    async def _end(self, job: Job, state: JobState, exc: BaseException | None) -> None:
+        if job.ended:
+            return
+        if exc is not None:
+            job.set_failure(exc, aborted=state is JobState.ABORTED)
+        job.transition(state)
+        self._progress.forget(job)
+        if job.logs is not None:
+            job.logs_excerpt = job.logs.close()
+        if not job.options.transient:
+            try:
+                await self.store.update(job)
+            except Exception:
+                log.exception("job %d: final state could not be stored", job.id)
+        self._publish(job, CHANGED)
+        level = logging.INFO if state is JobState.SUCCESS else logging.WARNING
+        log.log(level, "job %d (%s) %s%s", job.id, job.method, state.value,
+                f": {job.error}" if job.error else "")
+        if state is JobState.SUCCESS:
+            job.done.set_result(job.result)
+        else:
+            job.done.set_exception(job.failure or CallError(job.error or state.value))
+        self._forget(job)
+
+    def _forget(self, job: Job) -> None:
+        self.live.pop(job.id, None)
+
+    # -- events -------------------------------------------------------------------------
+    def _on_change(self, job: Job, progress_only: bool) -> None:
+        if job.ended:
+            return
+        if progress_only:
+            self._progress.touch(job)
+        else:
+            self._persist_and_publish(job)
+
+    def _persist_and_publish(self, job: Job) -> None:
+        if not job.options.transient:
+            self.store.update(job)
+        self._publish_changed(job)
+
+    def _publish_changed(self, job: Job) -> None:
+        self._publish(job, CHANGED)
+
+    def _publish(self, job: Job, msg: str) -> None:
+        if job.options.transient or not self.bus.has_subscribers(COLLECTION):
+            return
+        record = job.record(admin=False)
+        admin = {"exception": job.exception} if job.exception else None
+        self.bus.publish(Event(COLLECTION, msg, job.id, record, job.credentials.username, admin))
+
+    def publish_removed(self, job_ids: list[int]) -> None:
+        if self.bus.has_subscribers(COLLECTION):
+            for job_id in job_ids:
+                self.bus.publish(Event(COLLECTION, REMOVED, job_id, None, None))
+
+    # -- control ------------------------------------------------------------------------
+    def get_live(self, job_id: int, credentials: Credentials) -> Job:
+        job = self.live.get(job_id)
+        if job is None or not credentials.may_read(job.credentials.username):
+            raise NotFound(f"Job {job_id} is not running")
+        return job
+
+    def abort(self, job_id: int, credentials: Credentials) -> None:
+        job = self.get_live(job_id, credentials)
+        if job.state is JobState.RUNNING and not job.options.abortable:
+            raise CallError(f"Job {job_id} ({job.method}) is not abortable", errno.EINVAL)
+        if not credentials.admin and job.credentials.username != credentials.username:
+            raise PermissionDenied(f"Job {job_id} belongs to another user")
+        if job.task is not None and not job.ended:
+            log.info("job %d (%s) abort requested", job.id, job.method)
+            job.task.cancel()
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def recover(self, lookup: Callable[[str], MethodSpec | None]) -> int:
+        """After a restart: fail (or re-queue) the jobs that were pending. Returns the count."""
+        await self.store.load_counter()
+        pending = await self.store.unfinished()
+        for record, retry in pending:
+            spec = lookup(record["method"]) if retry else None
+            if spec is not None and spec.job is not None:
+                await self._requeue(spec, record)
+                continue
+            was = record["state"]
+            record["state"] = JobState.FAILED.value
+            record["time_finished"] = {"$date": now_ms()}
+            record["error"] = f"Interrupted: the server stopped while the job was {was}"
+            record["exception"] = record["error"]
+            record["exc_info"] = {"type": "Interrupted", "errno": errno.EINTR,
+                                  "errname": "EINTR", "extra": None, "repr": record["error"]}
+            owner = (record.get("credentials") or {}).get("data", {}).get("username")
+            await self.store.save_record(record, owner)
+            log.warning("job %d (%s) was %s when the server stopped: marked FAILED",
+                        record["id"], record["method"], was)
+        return len(pending)
+
+    async def _requeue(self, spec: MethodSpec, record: dict[str, Any]) -> None:
+        from middlewared.auth.credentials import CredentialKind
+
+        owner = (record.get("credentials") or {}).get("data", {}).get("username", "root")
+        creds = Credentials(username=owner, admin=True, kind=CredentialKind.INTERNAL)
+        assert spec.job is not None
+        job = Job(record["id"], spec.name, spec.job, list(record["arguments"]),
+                  list(record["arguments"]), creds, None,
+                  _resolve(spec.job.lock, record["arguments"]), record["description"])
+        job.message_ids = list(record.get("message_ids") or [])
+        self.live[job.id] = job
+        job.on_change = self._on_change
+        if job.lock_key is not None:
+            self.locks.enqueue(job.lock_key, job)
+        _chain(self.store.update(job), job.persisted)
+        job.task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+        log.warning("job %d (%s) re-queued after a restart", job.id, job.method)
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop taking jobs; let running ones finish within ``grace``; abort the rest."""
+        self._accepting = False
+        tasks = [j.task for j in self.live.values() if j.task is not None]
+        if not tasks:
+            return
+        running = [t for t in tasks if not t.done()]
+        if running and grace > 0:
+            await asyncio.wait(running, timeout=grace)
+        self._abort_reason = "Job aborted: the server is shutting down"
+        for job in list(self.live.values()):
+            if job.task is not None and not job.task.done():
+                job.task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def ended_live_ids(self) -> list[int]:
+        return [j.id for j in self.live.values() if j.state in ENDED]
+
+
+def _chain(source: asyncio.Future[None], target: asyncio.Future[None]) -> None:
+    def done(fut: asyncio.Future[None]) -> None:
+        if target.done():
+            return
+        exc = None if fut.cancelled() else fut.exception()
+        if exc is None:
+            target.set_result(None)
+        else:
+            target.set_exception(exc if isinstance(exc, MiddlewareError) else CallError(str(exc)))
+
+    source.add_done_callback(done)

@@ -1,0 +1,114 @@
+"""Jobs in the store: rows in, records out; the store itself knows nothing of jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from middlewared import jsonc
+from middlewared.jobs.job import Job
+from middlewared.query.sql import Column
+from middlewared.store.base import Op, Store
+
+log = logging.getLogger(__name__)
+
+# The record fields a filter or an order can use in SQL, and their columns.
+COLUMNS: dict[str, Column] = {
+    "id": Column("id", "int"),
+    "method": Column("method", "text"),
+    "state": Column("state", "text"),
+    "description": Column("description", "text"),
+    "time_started": Column("time_started", "date"),
+    "time_finished": Column("time_finished", "date"),
+    "progress.percent": Column("progress_percent", "float"),
+    "error": Column("error", "text"),
+    "credentials.data.username": Column("owner", "text"),
+}
+
+
+def _row(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "method": job.method,
+        "state": job.state.value,
+        "owner": job.credentials.username,
+        "description": job.description,
+        "time_started": job.time_started,
+        "time_finished": job.time_finished,
+        "progress_percent": job.progress["percent"],
+        "error": job.error,
+        "retry_on_restart": int(job.options.retry_on_restart),
+        "record": jsonc.dumps(job.record(admin=True)),
+    }
+
+
+def _log_failure(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.error("job store write failed: %s", fut.exception())
+
+
+class JobStore:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._next_id = 1
+
+    async def load_counter(self) -> None:
+        row = await self.store.fetch_one("get_counter", name="jobs")
+        self._next_id = int(row["value"]) + 1 if row else 1
+
+    def allocate_id(self) -> int:
+        """Ids are never reused: the counter is raised in the insert's own transaction."""
+        job_id = self._next_id
+        self._next_id += 1
+        return job_id
+
+    def insert(self, job: Job) -> asyncio.Future[None]:
+        return self.store.write([
+            Op("insert_job", _row(job)),
+            Op("raise_counter", {"name": "jobs", "value": job.id}),
+        ])
+
+    def update(self, job: Job) -> asyncio.Future[None]:
+        fut = self.store.write([Op("update_job", _row(job))])
+        fut.add_done_callback(_log_failure)
+        return fut
+
+    async def get(self, job_id: int) -> dict[str, Any] | None:
+        row = await self.store.fetch_one("get_job", id=job_id)
+        return None if row is None else _record(row)
+
+    async def unfinished(self) -> list[tuple[dict[str, Any], bool]]:
+        rows = await self.store.fetch("unfinished_jobs")
+        return [(_record(r), bool(r["retry_on_restart"])) for r in rows]
+
+    def save_record(self, record: dict[str, Any], owner: str | None) -> asyncio.Future[None]:
+        """Write a record that has no live Job (recovery after a restart)."""
+        row = {
+            "id": record["id"],
+            "method": record["method"],
+            "state": record["state"],
+            "owner": owner,
+            "description": record["description"],
+            "time_started": (record["time_started"] or {}).get("$date"),
+            "time_finished": (record["time_finished"] or {}).get("$date"),
+            "progress_percent": record["progress"]["percent"],
+            "error": record["error"],
+            "retry_on_restart": 0,
+            "record": jsonc.dumps(record),
+        }
+        return self.store.write([Op("update_job", row)])
+
+    async def expired_ids(self, before_ms: int, keep: int, limit: int = 10_000) -> list[int]:
+        """Finished jobs past the retention policy: older than ``before_ms`` or beyond ``keep``."""
+        old = await self.store.fetch("expired_job_ids", before=before_ms, limit=limit)
+        extra = await self.store.fetch("finished_job_ids_beyond", keep=keep, limit=limit)
+        return sorted({int(r["id"]) for r in old} | {int(r["id"]) for r in extra})
+
+    async def delete(self, ids: list[int]) -> None:
+        await self.store.write([Op("delete_job", {"id": i}) for i in ids])
+
+
+def _record(row: dict[str, Any]) -> dict[str, Any]:
+    record: dict[str, Any] = jsonc.loads(row["record"])
+    return record

@@ -1,0 +1,270 @@
+"""Query options: validated once, then applied in Python to the records a filter matched."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from middlewared.errors import NotFound, ValidationErrors
+from middlewared.query.filters import (
+    MISSING,
+    date_object_ms,
+    is_number,
+    parse_filters,
+    resolve,
+    split_field,
+)
+
+NULLS_FIRST: Final = "nulls_first:"
+NULLS_LAST: Final = "nulls_last:"
+
+
+@dataclass(frozen=True)
+class OrderKey:
+    """One ``order_by`` entry; ``nulls_first=None`` means nulls sort as the smallest value."""
+
+    field: str
+    descending: bool = False
+    nulls_first: bool | None = None
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        return split_field(self.field) or (self.field,)
+
+    @property
+    def nulls_come_first(self) -> bool:
+        """Where nulls end up in the result, the default applied."""
+        return not self.descending if self.nulls_first is None else self.nulls_first
+
+
+@dataclass(frozen=True)
+class SelectField:
+    """One ``select`` entry: a dotted field kept nested, or ``[field, alias]`` kept flat."""
+
+    field: str
+    alias: str | None = None
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        return split_field(self.field) or (self.field,)
+
+
+@dataclass(frozen=True)
+class QueryOptions:
+    order_by: tuple[OrderKey, ...] = ()
+    limit: int = 0
+    offset: int = 0
+    count: bool = False
+    get: bool = False
+    select: tuple[SelectField, ...] = ()
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+# --- parsing --------------------------------------------------------------------------------
+
+
+def _error(where: str, message: str) -> ValidationErrors:
+    return ValidationErrors([(where, message, errno.EINVAL)])
+
+
+def _is_list(value: Any) -> bool:
+    return isinstance(value, list | tuple)
+
+
+def _parse_count(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _error(where, "must be a non-negative integer")
+    return value
+
+
+def _parse_flag(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise _error(where, "must be a boolean")
+    return value
+
+
+def _parse_extra(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _error(where, "must be an object")
+    return dict(value)
+
+
+def _parse_order_by(value: Any, where: str) -> tuple[OrderKey, ...]:
+    if not _is_list(value):
+        raise _error(where, "must be a list of field names")
+    return tuple(_parse_order_key(item, f"{where}.{i}") for i, item in enumerate(value))
+
+
+def _parse_order_key(item: Any, where: str) -> OrderKey:
+    if not isinstance(item, str):
+        raise _error(where, "must be a field name")
+    nulls_first: bool | None = None
+    for prefix, first in ((NULLS_FIRST, True), (NULLS_LAST, False)):
+        if item.startswith(prefix):
+            item, nulls_first = item[len(prefix) :], first
+            break
+    descending = item.startswith("-")
+    name = item[1:] if descending else item
+    if name.startswith((NULLS_FIRST, NULLS_LAST)):
+        raise _error(where, "nulls_first:/nulls_last: must come before '-'")
+    if split_field(name) is None:
+        raise _error(where, f"invalid field name {name!r}")
+    return OrderKey(name, descending, nulls_first)
+
+
+def _parse_select(value: Any, where: str) -> tuple[SelectField, ...]:
+    if not _is_list(value):
+        raise _error(where, "must be a list of fields or [field, alias] pairs")
+    return tuple(_parse_select_item(item, f"{where}.{i}") for i, item in enumerate(value))
+
+
+def _parse_select_item(item: Any, where: str) -> SelectField:
+    if isinstance(item, str):
+        name, alias = item, None
+    elif _is_list(item) and len(item) == 2 and isinstance(item[1], str) and item[1]:
+        name, alias = item
+    else:
+        raise _error(where, "expected a field name or [field, alias]")
+    if split_field(name) is None:
+        raise _error(where, f"invalid field name {name!r}")
+    return SelectField(name, alias)
+
+
+_PARSERS: Final[Mapping[str, Callable[[Any, str], Any]]] = {
+    "order_by": _parse_order_by,
+    "limit": _parse_count,
+    "offset": _parse_count,
+    "count": _parse_flag,
+    "get": _parse_flag,
+    "select": _parse_select,
+    "extra": _parse_extra,
+}
+
+
+def parse_options(options: Any) -> QueryOptions:
+    """Validate query options (None means all defaults); every problem is reported at once."""
+    if options is None:
+        return QueryOptions()
+    if not isinstance(options, Mapping):
+        raise _error("options", "must be an object")
+    errors = ValidationErrors()
+    values: dict[str, Any] = {}
+    for key, raw in options.items():
+        parser = _PARSERS.get(key)
+        if parser is None:
+            errors.add(f"options.{key}", "unknown option")
+            continue
+        try:
+            values[key] = parser(raw, f"options.{key}")
+        except ValidationErrors as exc:
+            for where, message, code in exc.errors:
+                errors.add(where, message, code)
+    if values.get("count") and values.get("get"):
+        errors.add("options.get", "cannot be combined with count")
+    if errors:
+        raise errors
+    return QueryOptions(**values)
+
+
+# --- applying -------------------------------------------------------------------------------
+
+
+def total_order(value: Any) -> tuple[int, Any]:
+    """A sort key defined for every value: null, booleans, numbers and dates, strings, others."""
+    if value is None or value is MISSING:
+        return (0, 0)
+    if isinstance(value, bool):
+        return (1, int(value))
+    if is_number(value):
+        return (2, value)
+    ms = date_object_ms(value)
+    if ms is not None:
+        return (2, ms)
+    if isinstance(value, str):
+        return (3, value)
+    try:
+        text = json.dumps(value, sort_keys=True, default=repr)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return (4, text)
+
+
+def _sort_key(key: OrderKey) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    path = key.path
+    # The group of nulls before the sort direction is applied.
+    null_group = 0 if key.nulls_come_first != key.descending else 2
+
+    def sort_key(record: Mapping[str, Any]) -> tuple[Any, ...]:
+        value = resolve(record, path)
+        if value is None or value is MISSING:
+            return (null_group, 0, 0)
+        return (1, *total_order(value))
+
+    return sort_key
+
+
+def sort_records(
+    records: Iterable[Mapping[str, Any]], order_by: tuple[OrderKey, ...]
+) -> list[Mapping[str, Any]]:
+    """A stable multi-key sort; a missing field sorts as null."""
+    rows = list(records)
+    for key in reversed(order_by):
+        rows.sort(key=_sort_key(key), reverse=key.descending)
+    return rows
+
+
+def select_fields(record: Mapping[str, Any], fields: tuple[SelectField, ...]) -> dict[str, Any]:
+    """The selected fields of a record; missing fields are left out; the record is not changed."""
+    out: dict[str, Any] = {}
+    whole: set[tuple[str, ...]] = set()
+    for sel in fields:
+        path = sel.path
+        value = resolve(record, path)
+        if sel.alias is not None or value is MISSING:
+            continue
+        if any(path[:i] in whole for i in range(1, len(path) + 1)):
+            continue
+        whole.add(path)
+        _put(out, path, value)
+    for sel in fields:
+        value = resolve(record, sel.path)
+        if sel.alias is not None and value is not MISSING:
+            out[sel.alias] = value
+    return out
+
+
+def _put(out: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    node = out
+    for segment in path[:-1]:
+        child = node.get(segment)
+        if not isinstance(child, dict):
+            child = node[segment] = {}
+        node = child
+    node[path[-1]] = value
+
+
+def apply_options(records: Iterable[Mapping[str, Any]], opts: QueryOptions) -> Any:
+    """Order, offset, limit and select matching records; or count them; or get the first."""
+    if opts.count:
+        return sum(1 for _ in records)
+    rows = sort_records(records, opts.order_by)[opts.offset :]
+    if opts.get:
+        if not rows:
+            raise NotFound("query: no match for the given filters")
+        return select_fields(rows[0], opts.select) if opts.select else rows[0]
+    if opts.limit:
+        rows = rows[: opts.limit]
+    if opts.select:
+        return [select_fields(row, opts.select) for row in rows]
+    return rows
+
+
+def query(records: Iterable[Mapping[str, Any]], filters: Any = None, options: Any = None) -> Any:
+    """Filter and apply options in Python: ``filters`` and ``options`` as they came on the wire."""
+    parsed = parse_filters([] if filters is None else filters)
+    opts = parse_options(options)
+    return apply_options(parsed.filter(records), opts)

@@ -1,0 +1,295 @@
+"""Compile parsed filters and orderings to portable SQL with exactly the Python semantics."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from middlewared.query.filters import Cond, Filter, Node, Or, is_number
+from middlewared.query.options import OrderKey
+
+Kind = Literal["int", "text", "date", "bool", "float"]
+KINDS: Final = frozenset({"int", "text", "date", "bool", "float"})
+_IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_INT64: Final = range(-(2**63), 2**63)
+_EXACT_FLOAT_INT: Final = 2**53
+# Internal placeholder; the SQL text holds no other "?" (identifiers are checked, templates fixed).
+_P: Final = "?"
+
+
+@dataclass(frozen=True)
+class Column:
+    """A queryable field stored in a column.
+
+    The contract: the record's field is always present and holds a value of this kind or null
+    (``int``, ``float``: numbers; ``text``: strings; ``bool``: booleans; ``date``: a
+    ``{"$date": ms}`` object, stored as the integer milliseconds).
+    """
+
+    name: str
+    kind: Kind
+
+    def __post_init__(self) -> None:
+        if not _IDENTIFIER.fullmatch(self.name):
+            raise ValueError(f"invalid SQL column name {self.name!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown column kind {self.kind!r}")
+
+    @property
+    def quoted(self) -> str:
+        return f'"{self.name}"'
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What differs between SQL engines, placeholders included."""
+
+    name: str
+    paramstyle: Literal["qmark", "format", "numeric"]  # ? | %s | $1, $2, ...
+    contains_function: str  # position of a substring, 0 when absent, 1 for ''
+    lower_template: str  # ASCII-only lowering of a text expression
+    text_collation: str  # appended to text in ordering comparisons and ORDER BY
+    typed_params: bool  # wrap parameters in CAST(... AS type)
+
+    def render(self, sql: str, start: int = 1) -> str:
+        """Turn internal placeholders into this dialect's; ``$n`` numbering begins at start."""
+        if self.paramstyle == "qmark":
+            return sql
+        parts = sql.split(_P)
+        if self.paramstyle == "format":
+            return "%s".join(parts)
+        numbered = (f"${start + i}{part}" for i, part in enumerate(parts[1:]))
+        return parts[0] + "".join(numbered)
+
+
+# SQLite's LOWER() folds ASCII only, and text compares by code point (BINARY collation).
+SQLITE: Final = Dialect("sqlite", "qmark", "instr", "LOWER({})", "", typed_params=False)
+# PostgreSQL under the "C" collation: code point order, ASCII-only LOWER(). For asyncpg use
+# dataclasses.replace(POSTGRES, paramstyle="numeric").
+POSTGRES: Final = Dialect(
+    "postgres", "format", "strpos", 'LOWER({} COLLATE "C")', ' COLLATE "C"', typed_params=True
+)
+
+
+@dataclass(frozen=True)
+class CompiledWhere:
+    """``sql`` (TRUE when nothing compiled) and its ``params``; ``residual`` must still be
+    evaluated in Python on the rows the SQL returns (None when SQL did everything)."""
+
+    sql: str
+    params: list[Any]
+    residual: Filter | None
+
+
+@dataclass(frozen=True)
+class _Sql:
+    text: str
+    params: tuple[Any, ...] = ()
+
+
+class _Unfit:
+    """A value SQL cannot compare with a column exactly as Python does."""
+
+
+_UNFIT: Final = _Unfit()
+_PG_TYPES: Final[Mapping[str, str]] = {
+    "int": "bigint",
+    "date": "bigint",
+    "float": "double precision",
+    "text": "text",
+    "bool": "boolean",
+}
+
+
+@dataclass(frozen=True)
+class _Target:
+    """The column a condition tests and how to write it."""
+
+    column: Column
+    expr: str  # the column, lowered for a case-insensitive test of text
+    dialect: Dialect
+
+    def param(self, sql_type: str | None = None) -> str:
+        if not self.dialect.typed_params:
+            return _P
+        return f"CAST({_P} AS {sql_type or _PG_TYPES[self.column.kind]})"
+
+    def coerce(self, value: Any) -> Any:
+        """A non-null value as the column's own type, or _UNFIT when SQL could not compare it
+        exactly (engines compare mixed integers and floats as floats, Python exactly)."""
+        kind = self.column.kind
+        if kind == "text":
+            return value if isinstance(value, str) else _UNFIT
+        if kind == "bool":
+            return value if isinstance(value, bool) else _UNFIT
+        if not is_number(value):
+            return _UNFIT
+        if kind == "float":
+            return _as_float(value)
+        return _as_int(value)
+
+
+def _as_int(value: int | float) -> int | _Unfit:
+    if isinstance(value, float):
+        if not value.is_integer():
+            return _UNFIT
+        value = int(value)
+    return value if value in _INT64 else _UNFIT
+
+
+def _as_float(value: int | float) -> float | _Unfit:
+    if isinstance(value, int):
+        return float(value) if abs(value) <= _EXACT_FLOAT_INT else _UNFIT
+    return value if value == value and abs(value) != float("inf") else _UNFIT
+
+
+# --- conditions -----------------------------------------------------------------------------
+
+_Compiler = Callable[[_Target, Any, str], _Sql | None]
+
+
+def _equal(t: _Target, v: Any, op: str) -> _Sql | None:
+    col = t.column.quoted
+    if v is None:
+        return _Sql(f"{col} IS NULL" if op == "=" else f"{col} IS NOT NULL")
+    v = t.coerce(v)
+    if v is _UNFIT:
+        return None
+    if op == "=":
+        return _Sql(f"{t.expr} = {t.param()}", (v,))
+    return _Sql(f"({col} IS NULL OR {t.expr} <> {t.param()})", (v,))
+
+
+def _ordering(t: _Target, v: Any, op: str) -> _Sql | None:
+    v = _UNFIT if v is None else t.coerce(v)
+    if v is _UNFIT:
+        return None
+    collation = t.dialect.text_collation if t.column.kind == "text" else ""
+    return _Sql(f"{t.expr}{collation} {op} {t.param()}", (v,))
+
+
+def _membership(t: _Target, values: tuple[Any, ...], op: str) -> _Sql | None:
+    present = tuple(t.coerce(v) for v in values if v is not None)
+    if _UNFIT in present:
+        return None
+    col = t.column.quoted
+    listed = f"({', '.join(t.param() for _ in present)})"
+    if op == "nin":
+        text = f"{col} IS NOT NULL AND {t.expr} NOT IN {listed}" if present else ""
+        return _Sql(text or f"{col} IS NOT NULL", present)
+    tests = [f"{t.expr} IN {listed}"] if present else []
+    if len(present) < len(values):
+        tests.append(f"{col} IS NULL")
+    return _Sql(" OR ".join(tests) or "FALSE", present)
+
+
+def _containment(t: _Target, v: Any, op: str) -> _Sql | None:
+    if t.column.kind != "text" or not isinstance(v, str):
+        return None
+    if not v:  # '' is in every string
+        return _Sql(f"{t.column.quoted} IS NOT NULL" if op == "rin" else "FALSE")
+    test = "> 0" if op == "rin" else "= 0"
+    return _Sql(f"{t.dialect.contains_function}({t.expr}, {t.param()}) {test}", (v,))
+
+
+def _affix(t: _Target, v: Any, op: str) -> _Sql | None:
+    """``^ !^ $ !$`` by comparing a substr() of the length of the value (LIKE folds case)."""
+    if t.column.kind != "text" or not isinstance(v, str):
+        return None
+    n = t.param("integer")
+    if op.endswith("^"):
+        part = f"substr({t.expr}, 1, {n})"
+    else:  # start <= 0 only when the value is longer than the text: never equal then
+        part = f"substr({t.expr}, length({t.column.quoted}) - {n} + 1)"
+    compare = "<>" if op.startswith("!") else "="
+    return _Sql(f"{part} {compare} {t.param()}", (len(v), v))
+
+
+_COMPILERS: Final[Mapping[str, _Compiler]] = {
+    "=": _equal,
+    "!=": _equal,
+    ">": _ordering,
+    ">=": _ordering,
+    "<": _ordering,
+    "<=": _ordering,
+    "in": _membership,
+    "nin": _membership,
+    "rin": _containment,
+    "rnin": _containment,
+    "^": _affix,
+    "!^": _affix,
+    "$": _affix,
+    "!$": _affix,
+}
+
+
+def _compile_cond(cond: Cond, columns: Mapping[str, Column], dialect: Dialect) -> _Sql | None:
+    """A condition on a column, or None to leave it to Python (``~`` always: the regular
+    expression syntax of SQL engines is not Python's)."""
+    column = columns.get(cond.field)
+    compiler = _COMPILERS.get(cond.base_op)
+    if column is None or compiler is None:
+        return None
+    lowered = cond.ci and column.kind == "text"
+    expr = dialect.lower_template.format(column.quoted) if lowered else column.quoted
+    operand = cond.date_operand if column.kind == "date" else cond.operand
+    return compiler(_Target(column, expr, dialect), operand, cond.base_op)
+
+
+def _compile_node(node: Node, columns: Mapping[str, Column], dialect: Dialect) -> _Sql | None:
+    if isinstance(node, Cond):
+        return _compile_cond(node, columns, dialect)
+    children = node.branches if isinstance(node, Or) else node.conds
+    parts = [_compile_node(child, columns, dialect) for child in children]
+    if any(part is None for part in parts):
+        return None
+    compiled = [part for part in parts if part is not None]
+    if not compiled:
+        return _Sql("TRUE")
+    joiner = " OR " if isinstance(node, Or) else " AND "
+    text = joiner.join(f"({part.text})" for part in compiled)
+    return _Sql(f"({text})", tuple(p for part in compiled for p in part.params))
+
+
+def compile_where(
+    f: Filter, columns: Mapping[str, Column], dialect: Dialect, *, first_param: int = 1
+) -> CompiledWhere:
+    """The SQL for what of ``f`` the columns can express exactly; the rest as a residual.
+
+    Top-level conditions compile one by one; an OR (or AND group) compiles whole or not at
+    all. ``first_param`` numbers ``$n`` placeholders when other parameters come before.
+    """
+    compiled: list[_Sql] = []
+    residual: list[Node] = []
+    for node in f.conds:
+        part = _compile_node(node, columns, dialect)
+        if part is None:
+            residual.append(node)
+        else:
+            compiled.append(part)
+    text = " AND ".join(f"({part.text})" for part in compiled) or "TRUE"
+    params = [p for part in compiled for p in part.params]
+    rest = Filter(tuple(residual)) if residual else None
+    return CompiledWhere(dialect.render(text, first_param), params, rest)
+
+
+def compile_order(
+    order_by: tuple[OrderKey, ...], columns: Mapping[str, Column], dialect: Dialect
+) -> str | None:
+    """The ORDER BY list ("" for no keys), or None when a key is not a column.
+
+    Nulls are placed explicitly so every engine agrees with Python; callers append their
+    primary key to match Python's stable sort on rows given in that order.
+    """
+    keys: list[str] = []
+    for key in order_by:
+        column = columns.get(key.field)
+        if column is None:
+            return None
+        collation = dialect.text_collation if column.kind == "text" else ""
+        direction = "DESC" if key.descending else "ASC"
+        nulls = "NULLS FIRST" if key.nulls_come_first else "NULLS LAST"
+        keys.append(f"{column.quoted}{collation} {direction} {nulls}")
+    return ", ".join(keys)

@@ -1,0 +1,1 @@
+"""JSON-RPC plumbing: params schemas, binding and dispatch."""

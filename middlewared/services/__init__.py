@@ -1,0 +1,1 @@
+"""The core services every server has: core.*, auth.*, user.*, api_key.*, rpc.discover."""

@@ -1,0 +1,54 @@
+"""api_key.*: administrators issue, query, update and revoke API keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from middlewared.context import CallContext
+from middlewared.query import query
+from middlewared.registry import Param, Registry
+from middlewared.services.core import server
+from middlewared.services.schemas import ALLOWLIST, QUERY_PARAMS
+
+registry = Registry("api_key", "API keys")
+
+_FIELDS: dict[str, Any] = {
+    "name": {"type": "string", "minLength": 1, "maxLength": 200},
+    "username": {"type": "string", "minLength": 1},
+    "allowlist": ALLOWLIST,
+    "expires": {"type": ["integer", "null"], "description": "ms since epoch"},
+}
+CREATE = {"type": "object", "properties": _FIELDS, "required": ["name"],
+          "additionalProperties": False}
+UPDATE = {"type": "object", "properties": {k: v for k, v in _FIELDS.items() if k != "username"},
+          "additionalProperties": False}
+KID = {"type": "integer", "minimum": 1}
+
+
+@registry.method(params=QUERY_PARAMS, admin_only=True, name="query")
+async def query_keys(ctx: CallContext, filters: list[Any], options: dict[str, Any]) -> Any:
+    """Query API keys (their secrets are never stored nor shown)."""
+    records = [k.record() for k in server(ctx).directory.keys.values()]
+    return query(records, filters, options)
+
+
+@registry.method(params=[Param("data", CREATE)], returns={"type": "object"}, admin_only=True)
+async def create(ctx: CallContext, data: dict[str, Any]) -> dict[str, Any]:
+    """Issue a key for a user (default root) with an allow-list of method patterns
+    (default ``["*"]``). The answer's ``key`` is shown this once only."""
+    key, secret = await server(ctx).directory.create_key(data)
+    return {**key.record(), "key": secret}
+
+
+@registry.method(params=[Param("id", KID), Param("data", UPDATE)], returns={"type": "object"},
+                 admin_only=True)
+async def update(ctx: CallContext, kid: int, data: dict[str, Any]) -> dict[str, Any]:
+    """Rename a key, change its allow-list or expiry."""
+    return (await server(ctx).directory.update_key(kid, data)).record()
+
+
+@registry.method(params=[Param("id", KID)], returns={"type": "boolean"}, admin_only=True)
+async def delete(ctx: CallContext, kid: int) -> bool:
+    """Revoke a key."""
+    await server(ctx).directory.delete_key(kid)
+    return True

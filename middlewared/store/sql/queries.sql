@@ -1,0 +1,76 @@
+-- Named queries used by the stores. Parameters are :named; each backend maps them.
+
+-- name: get_meta
+SELECT value FROM meta WHERE name = :name;
+
+-- name: set_meta
+INSERT INTO meta (name, value) VALUES (:name, :value)
+ON CONFLICT (name) DO UPDATE SET value = excluded.value;
+
+-- name: get_counter
+SELECT value FROM counters WHERE name = :name;
+
+-- name: raise_counter
+UPDATE counters SET value = :value WHERE name = :name AND value < :value;
+
+-- name: insert_job
+INSERT INTO jobs (id, method, state, owner, description, time_started, time_finished,
+                  progress_percent, error, retry_on_restart, record)
+VALUES (:id, :method, :state, :owner, :description, :time_started, :time_finished,
+        :progress_percent, :error, :retry_on_restart, :record);
+
+-- name: update_job
+UPDATE jobs SET state = :state, description = :description, time_started = :time_started,
+       time_finished = :time_finished, progress_percent = :progress_percent, error = :error,
+       record = :record
+WHERE id = :id;
+
+-- name: get_job
+SELECT record FROM jobs WHERE id = :id;
+
+-- name: unfinished_jobs
+SELECT record, retry_on_restart FROM jobs WHERE state IN ('WAITING', 'RUNNING') ORDER BY id;
+
+-- name: expired_job_ids
+SELECT id FROM jobs
+WHERE state IN ('SUCCESS', 'FAILED', 'ABORTED') AND time_finished < :before
+ORDER BY id LIMIT :limit;
+
+-- name: finished_job_ids_beyond
+SELECT id FROM jobs WHERE state IN ('SUCCESS', 'FAILED', 'ABORTED')
+ORDER BY id DESC LIMIT :limit OFFSET :keep;
+
+-- name: delete_job
+DELETE FROM jobs WHERE id = :id;
+
+-- name: insert_user
+INSERT INTO users (id, username, full_name, password_hash, admin, locked, allowlist, created)
+VALUES (:id, :username, :full_name, :password_hash, :admin, :locked, :allowlist, :created);
+
+-- name: update_user
+UPDATE users SET username = :username, full_name = :full_name, password_hash = :password_hash,
+       admin = :admin, locked = :locked, allowlist = :allowlist
+WHERE id = :id;
+
+-- name: delete_user
+DELETE FROM users WHERE id = :id;
+
+-- name: all_users
+SELECT id, username, full_name, password_hash, admin, locked, allowlist, created
+FROM users ORDER BY id;
+
+-- name: insert_api_key
+INSERT INTO api_keys (id, name, username, key_hash, allowlist, created, expires)
+VALUES (:id, :name, :username, :key_hash, :allowlist, :created, :expires);
+
+-- name: update_api_key
+UPDATE api_keys SET name = :name, allowlist = :allowlist, expires = :expires WHERE id = :id;
+
+-- name: delete_api_key
+DELETE FROM api_keys WHERE id = :id;
+
+-- name: delete_user_api_keys
+DELETE FROM api_keys WHERE username = :username;
+
+-- name: all_api_keys
+SELECT id, name, username, key_hash, allowlist, created, expires FROM api_keys ORDER BY id;

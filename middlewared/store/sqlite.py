@@ -1,0 +1,175 @@
+"""The embedded SQLite backend: aiosqlite, WAL, one writer doing group commit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from middlewared.errors import CallError
+from middlewared.query.sql import SQLITE
+from middlewared.store.base import Op, Row, Store
+from middlewared.store.queries import SCHEMA_VERSION, migrations, queries
+
+log = logging.getLogger(__name__)
+
+# Most writes a single group commit takes; the rest wait for the next one.
+MAX_BATCH = 2000
+
+_Pending = tuple[list[Op], asyncio.Future[None]]
+
+
+class SQLiteStore(Store):
+    dialect = SQLITE
+
+    def __init__(self, path: Path, durability: str = "full") -> None:
+        self.path = path
+        self.durability = durability
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._queries = queries()
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = await self._connect()
+        await self._migrate(self._writer)
+        self._reader = await self._connect()
+        self._task = asyncio.create_task(self._run_writer(), name="sqlite-writer")
+
+    async def _connect(self) -> aiosqlite.Connection:
+        try:
+            conn = await aiosqlite.connect(self.path, isolation_level=None)
+        except sqlite3.Error as e:
+            raise CallError(f"Cannot open the database {self.path}: {e}") from e
+        conn.row_factory = sqlite3.Row
+        await conn.execute("PRAGMA journal_mode=WAL")
+        sync = "FULL" if self.durability == "full" else "NORMAL"
+        await conn.execute(f"PRAGMA synchronous={sync}")
+        await conn.execute("PRAGMA busy_timeout=5000")
+        await conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    async def _migrate(self, conn: aiosqlite.Connection) -> None:
+        await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        async with conn.execute("SELECT MAX(version) FROM schema_version") as cur:
+            row = await cur.fetchone()
+        current = (row[0] if row else None) or 0
+        if current > SCHEMA_VERSION:
+            raise CallError(
+                f"The database {self.path} has schema {current}, newer than this server "
+                f"({SCHEMA_VERSION})"
+            )
+        for version, statements in migrations():
+            if version <= current:
+                continue
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in statements:
+                    await conn.execute(stmt)
+                await conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+                await conn.execute("COMMIT")
+            except BaseException:
+                await conn.execute("ROLLBACK")
+                raise
+            log.info("store %s migrated to schema %d", self.path, version)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            await self._queue.put(None)
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                await conn.close()
+        self._reader = self._writer = None
+
+    async def fetch(self, query: str, **params: Any) -> list[Row]:
+        return await self._read(self._queries[query], params)
+
+    async def fetch_sql(self, sql: str, params: list[Any]) -> list[Row]:
+        return await self._read(sql, params)
+
+    async def _read(self, sql: str, params: Any) -> list[Row]:
+        assert self._reader is not None, "store is not open"
+        async with self._reader.execute(sql, params) as cur:
+            rows = await cur.fetchall()
+        return [dict(r) for r in rows]
+
+    def write(self, ops: list[Op]) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._task is None or self._task.done():
+            fut.set_exception(CallError("The store is closed"))
+        else:
+            self._queue.put_nowait((ops, fut))
+        return fut
+
+    async def _run_writer(self) -> None:
+        """Take every write waiting, commit them in one transaction, wake their writers."""
+        stop = False
+        while not stop:
+            first = await self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < MAX_BATCH and not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            await self._commit(batch)
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        assert self._writer is not None
+        ops = [op for ops, _ in batch for op in ops]
+        try:
+            await self._apply(ops)
+        except Exception as e:
+            # One bad write must not fail the others: retry them one by one.
+            log.warning("group commit of %d writes failed (%s); retrying singly", len(batch), e)
+            await self._commit_singly(batch)
+            return
+        for _, fut in batch:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def _commit_singly(self, batch: list[_Pending]) -> None:
+        for ops, fut in batch:
+            try:
+                await self._apply(ops)
+            except Exception as e:
+                if not fut.done():
+                    fut.set_exception(CallError(f"Store write failed: {e}"))
+            else:
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def _apply(self, ops: list[Op]) -> None:
+        assert self._writer is not None
+        conn = self._writer
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            for name, group in groupby(ops, key=lambda op: op.query):
+                await conn.executemany(self._queries[name], [op.params for op in group])
+            await conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                await conn.execute("ROLLBACK")
+            raise
+
+    async def backup(self, dest: Path) -> None:
+        assert self._reader is not None
+        target = await aiosqlite.connect(dest)
+        try:
+            await self._reader.backup(target)
+        finally:
+            await target.close()

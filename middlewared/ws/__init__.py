@@ -1,0 +1,1 @@
+"""WebSocket sessions: one per connection, independent of the HTTP framework."""

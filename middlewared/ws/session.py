@@ -1,0 +1,245 @@
+"""One client connection: its state, limits, subscriptions and outgoing frames."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import errno
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from middlewared.auth.credentials import Credentials
+from middlewared.errors import CallError, NotAuthenticated, PermissionDenied, TooManyCalls
+from middlewared.events.bus import Event, Subscription
+from middlewared.rpc.dispatcher import error_object
+from middlewared.rpc.protocol import (
+    BadMessage,
+    Request,
+    encode,
+    error_reply,
+    parse_frame,
+    result_reply,
+)
+from middlewared.ws.outbox import Outbox
+
+if TYPE_CHECKING:
+    from middlewared.app import Middleware
+
+log = logging.getLogger(__name__)
+
+CLOSE_UNSUPPORTED = 1003
+CLOSE_TOO_BIG = 1009
+# Documented: the reader fell so far behind that the server let it go.
+CLOSE_TOO_SLOW = 4008
+
+
+class Transport(Protocol):
+    async def send(self, frame: str) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class State(enum.Enum):
+    CONNECTED = "connected"
+    AUTHENTICATED = "authenticated"
+    CLOSED = "closed"
+
+
+@dataclass
+class Options:
+    legacy_jobs: bool = False
+    private_methods: bool = False
+    py_exceptions: bool = False
+    # Our extension: admins may ask for tracebacks in error data.
+    tracebacks: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"legacy_jobs": self.legacy_jobs, "private_methods": self.private_methods,
+                "py_exceptions": self.py_exceptions, "tracebacks": self.tracebacks}
+
+
+class Session:
+    def __init__(self, app: Middleware, transport: Transport, remote: str) -> None:
+        self.app = app
+        self.transport = transport
+        self.remote = remote
+        self.state = State.CONNECTED
+        self.credentials: Credentials | None = None
+        self.options = Options()
+        self.subscriptions: dict[str, Subscription] = {}
+        self.inflight = 0
+        self.outbox = Outbox()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writer: asyncio.Task[None] | None = None
+        self.limits = app.config.limits
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.remote}")
+
+    async def close(self) -> None:
+        """The connection is gone: drop subscriptions, cancel calls, stop the writer."""
+        if self.state is State.CLOSED:
+            return
+        self.state = State.CLOSED
+        for sub in self.subscriptions.values():
+            self.app.bus.unsubscribe(sub)
+        self.subscriptions.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    @property
+    def max_frame(self) -> int:
+        if self.credentials is None:
+            return self.limits.max_frame_unauthenticated
+        return self.limits.max_frame
+
+    # -- incoming -----------------------------------------------------------------------
+    async def on_text(self, data: str) -> None:
+        if len(data) > self.max_frame:
+            await self._close(CLOSE_TOO_BIG, "Frame too large")
+            return
+        frame = parse_frame(data)
+        if frame.batch:
+            self._spawn(self._batch(frame.messages))
+            return
+        message = frame.messages[0]
+        if isinstance(message, BadMessage):
+            self.outbox.put_frame(encode(error_reply(message.id, message.error.to_rpc_error())))
+            return
+        if self.inflight >= self.limits.max_inflight:
+            if not message.notification:
+                err = TooManyCalls("Too many calls in flight on this connection")
+                self.outbox.put_frame(encode(error_reply(message.id, err.to_rpc_error())))
+            return
+        self.inflight += 1
+        self._spawn(self._single(message))
+
+    async def on_binary(self) -> None:
+        await self._close(CLOSE_UNSUPPORTED, "Binary frames are not supported")
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _single(self, request: Request) -> None:
+        try:
+            reply = await self._handle(request)
+        finally:
+            self.inflight -= 1
+        if reply is not None and self.state is not State.CLOSED:
+            self.outbox.put_frame(encode(reply))
+
+    async def _batch(self, messages: list[Request | BadMessage]) -> None:
+        """Members run concurrently; one array of replies, or nothing if all were notices."""
+        async def member(m: Request | BadMessage) -> dict[str, Any] | None:
+            if isinstance(m, BadMessage):
+                return error_reply(m.id, m.error.to_rpc_error())
+            if self.inflight >= self.limits.max_inflight:
+                err = TooManyCalls("Too many calls in flight on this connection")
+                return None if m.notification else error_reply(m.id, err.to_rpc_error())
+            self.inflight += 1
+            try:
+                return await self._handle(m)
+            finally:
+                self.inflight -= 1
+
+        replies = await asyncio.gather(*(member(m) for m in messages))
+        out = [r for r in replies if r is not None]
+        if out and self.state is not State.CLOSED:
+            self.outbox.put_frame(encode(out))
+
+    async def _handle(self, request: Request) -> dict[str, Any] | None:
+        try:
+            result = await self.app.dispatcher.call(
+                request.method, request.params, self.credentials, self, request.id,
+                legacy_jobs=self.options.legacy_jobs, private=self.options.private_methods,
+            )
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            if request.notification:
+                return None
+            admin = self.credentials is not None and self.credentials.admin
+            error = error_object(exc, request.method, admin and self.options.tracebacks)
+            return error_reply(request.id, error)
+        if request.notification:
+            return None
+        return result_reply(request.id, result)
+
+    # -- outgoing -----------------------------------------------------------------------
+    def push_event(self, event: Event) -> None:
+        if self.state is State.CLOSED:
+            return
+        self.outbox.put_event(event)
+        if len(self.outbox) > self.limits.max_pending_events:
+            log.warning("session %s: %d events unread, disconnecting", self.remote,
+                        len(self.outbox))
+            self.outbox.closed = True
+            self.outbox.wake()
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                await self.outbox.wait()
+                if self.outbox.closed:
+                    await self.transport.close(CLOSE_TOO_SLOW, "Reader too slow")
+                    return
+                admin = self.credentials is not None and self.credentials.admin
+                for item in self.outbox.pop_all():
+                    frame = item if isinstance(item, str) else item.frame(admin)
+                    await self.transport.send(frame)
+        except (ConnectionError, RuntimeError) as e:
+            log.debug("session %s: send failed: %s", self.remote, e)
+
+    async def _close(self, code: int, reason: str) -> None:
+        log.info("session %s: closing (%d %s)", self.remote, code, reason)
+        await self.transport.close(code, reason)
+
+    # -- what core and auth methods change ----------------------------------------------
+    def login(self, credentials: Credentials) -> None:
+        self.credentials = credentials
+        self.state = State.AUTHENTICATED
+        # Subscriptions made as another identity must not outlive it.
+        for sub_id in list(self.subscriptions):
+            self.unsubscribe(sub_id)
+
+    def logout(self) -> None:
+        self.credentials = None
+        self.state = State.CONNECTED
+        for sub_id in list(self.subscriptions):
+            self.unsubscribe(sub_id)
+
+    def subscribe(self, name: str) -> str:
+        if self.credentials is None:
+            raise NotAuthenticated()
+        if not self.app.collections.exists(name):
+            raise CallError(f"No such event source {name!r}", errno.ENOENT)
+        if not self.app.collections.may_subscribe(name, self.credentials):
+            raise PermissionDenied(f"Not permitted to subscribe to {name}")
+        sub_id = secrets.token_hex(8)
+        sub = Subscription(sub_id, name, self.credentials.username, self.credentials.admin, self)
+        self.subscriptions[sub_id] = sub
+        self.app.bus.subscribe(sub)
+        return sub_id
+
+    def unsubscribe(self, sub_id: str) -> None:
+        sub = self.subscriptions.pop(sub_id, None)
+        if sub is not None:
+            self.app.bus.unsubscribe(sub)
+
+    def set_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        for key in ("legacy_jobs", "private_methods", "py_exceptions", "tracebacks"):
+            if key in options:
+                setattr(self.options, key, bool(options[key]))
+        return self.options.as_dict()
+

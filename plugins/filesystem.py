@@ -1,0 +1,141 @@
+"""filesystem.*: copy (a job with byte progress), listdir and stat, inside the roots."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import shutil
+import stat as st
+from pathlib import Path
+from typing import Any
+
+from middlewared.context import CallContext
+from middlewared.errors import ValidationErrors
+from middlewared.jobs.job import Job
+from middlewared.registry import JobOptions, Param, Registry
+from middlewared_plugins.paths import confine
+
+registry = Registry("filesystem", "Files and directories under the configured roots")
+
+PATH = {"type": "string", "minLength": 1, "maxLength": 4096}
+CHUNK = 1024 * 1024
+STAT = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"}, "path": {"type": "string"},
+        "type": {"enum": ["FILE", "DIRECTORY", "SYMLINK", "OTHER"]},
+        "size": {"type": "integer"}, "mode": {"type": "integer"},
+        "mtime": {"type": "number"}, "uid": {"type": "integer"}, "gid": {"type": "integer"},
+    },
+}
+
+
+def _type(mode: int) -> str:
+    if st.S_ISLNK(mode):
+        return "SYMLINK"
+    if st.S_ISDIR(mode):
+        return "DIRECTORY"
+    if st.S_ISREG(mode):
+        return "FILE"
+    return "OTHER"
+
+
+def _stat(path: Path) -> dict[str, Any]:
+    s = path.lstat()
+    return {"name": path.name, "path": str(path), "type": _type(s.st_mode), "size": s.st_size,
+            "mode": s.st_mode, "mtime": s.st_mtime, "uid": s.st_uid, "gid": s.st_gid}
+
+
+@registry.method(params=[Param("path", PATH)], returns=STAT)
+async def stat(ctx: CallContext, path: str) -> dict[str, Any]:
+    """Stat a path (symlinks are not followed)."""
+    return await asyncio.to_thread(_stat, confine("path", path, ctx.config.roots))
+
+
+@registry.method(params=[Param("path", PATH)], returns={"type": "array", "items": STAT})
+async def listdir(ctx: CallContext, path: str) -> list[dict[str, Any]]:
+    """The entries of a directory, sorted by name."""
+    real = confine("path", path, ctx.config.roots)
+    if not real.is_dir():
+        raise ValidationErrors([("path", "Not a directory", errno.ENOTDIR)])
+
+    def scan() -> list[dict[str, Any]]:
+        return [_stat(p) for p in sorted(real.iterdir())]
+
+    return await asyncio.to_thread(scan)
+
+
+def _plan(src: Path) -> tuple[list[tuple[Path, Path]], int]:
+    """Every entry to create (relative path, source) in order, and the bytes to copy."""
+    if not src.is_dir() or src.is_symlink():
+        return [(Path(), src)], src.lstat().st_size
+    entries: list[tuple[Path, Path]] = [(Path(), src)]
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(src):
+        dirnames.sort()
+        base = Path(dirpath)
+        for name in sorted(dirnames) + sorted(filenames):
+            p = base / name
+            entries.append((p.relative_to(src), p))
+            if not p.is_symlink() and p.is_file():
+                total += p.lstat().st_size
+    return entries, total
+
+
+class _Copier:
+    def __init__(self, job: Job, total: int) -> None:
+        self.job = job
+        self.total = total
+        self.done = 0
+
+    def report(self) -> None:
+        percent = 100.0 * self.done / self.total if self.total else 100.0
+        self.job.set_progress(percent, f"Copied {self.done} of {self.total} bytes")
+
+    async def copy_file(self, src: Path, dst: Path) -> None:
+        with src.open("rb") as fin, dst.open("xb") as fout:
+            while True:
+                chunk = await asyncio.to_thread(fin.read, CHUNK)
+                if not chunk:
+                    break
+                await asyncio.to_thread(fout.write, chunk)
+                self.done += len(chunk)
+                self.report()
+        shutil.copystat(src, dst)
+
+    async def copy_entry(self, src: Path, dst: Path) -> None:
+        if src.is_symlink():
+            # Copied as a link, never followed: it cannot read outside the roots.
+            os.symlink(os.readlink(src), dst)
+        elif src.is_dir():
+            dst.mkdir()
+        elif src.is_file():
+            await self.copy_file(src, dst)
+
+
+@registry.method(
+    params=[Param("src", PATH, description="file or directory to copy"),
+            Param("dst", PATH, description="new path; must not exist")],
+    returns={"type": "boolean"},
+    job=JobOptions(lock=lambda args: f"filesystem.copy:{args[1]}", abortable=True,
+                   description=lambda args: f"Copy {args[0]} to {args[1]}"),
+)
+async def copy(ctx: CallContext, job: Job, src: str, dst: str) -> bool:
+    """Copy a file or a whole directory tree, reporting "Copied N of M bytes"."""
+    roots = ctx.config.roots
+    source = confine("src", src, roots)
+    target = confine("dst", dst, roots, must_exist=False)
+    if os.path.lexists(target):
+        raise ValidationErrors([("dst", "Destination already exists", errno.EEXIST)])
+    if target.is_relative_to(source):
+        raise ValidationErrors([("dst", "Destination is inside the source", errno.EINVAL)])
+    if not target.parent.is_dir():
+        raise ValidationErrors([("dst", "Parent directory does not exist", errno.ENOENT)])
+    entries, total = await asyncio.to_thread(_plan, source)
+    copier = _Copier(job, total)
+    copier.report()
+    for rel, path in entries:
+        await copier.copy_entry(path, target / rel if rel.parts else target)
+    job.log(f"copied {copier.done} bytes in {len(entries)} entries from {source} to {target}")
+    return True
