@@ -65,9 +65,8 @@ class Middleware:
         for name in CORE_SERVICES:
             self._mount_module(importlib.import_module(f"middlewared.services.{name}"))
         if self.config.builtin_plugins:
-            import middlewared_plugins
-
-            for info in pkgutil.iter_modules(middlewared_plugins.__path__):
+            builtin = importlib.import_module("middlewared_plugins")
+            for info in pkgutil.iter_modules(builtin.__path__):
                 self._mount_module(importlib.import_module(f"middlewared_plugins.{info.name}"))
         for folder in self.config.plugin_dirs:
             for path in sorted(folder.glob("*.py")):
@@ -120,8 +119,9 @@ class Middleware:
         generated = not password
         if not password:
             password = generate_password()
-        await self.directory.create_user({"username": "root", "full_name": "Administrator",
-                                          "password": password, "admin": True})
+        await self.directory.create_user(
+            {"username": "root", "full_name": "Administrator", "password": password, "admin": True}
+        )
         if generated:
             path = self.config.data_dir / "root.password"
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -129,8 +129,7 @@ class Middleware:
                 f.write(password + "\n")
             print(f"Created user root with password {password} (also in {path})", flush=True)
         else:
-            print("Created user root with the password from MIDDLEWARED_ROOT_PASSWORD",
-                  flush=True)
+            print("Created user root with the password from MIDDLEWARED_ROOT_PASSWORD", flush=True)
 
     # -- retention ----------------------------------------------------------------------
     async def _retention_loop(self) -> None:
@@ -158,8 +157,13 @@ class Middleware:
             log.info("retention: %d finished jobs purged", len(ids))
 
     # -- calls --------------------------------------------------------------------------
-    async def call(self, method: str, *params: Any, credentials: Credentials | None = None,
-                   job: Job | None = None) -> Any:
+    async def call(
+        self,
+        method: str,
+        *params: Any,
+        credentials: Credentials | None = None,
+        job: Job | None = None,
+    ) -> Any:
         """Call a method from inside the server, as ``credentials`` (default: internal)."""
         return await self.dispatcher.call(
             method, list(params), credentials or INTERNAL, private=True
@@ -169,8 +173,9 @@ class Middleware:
         spec = self.dispatcher.lookup(job.method)
         if spec is None:
             raise RuntimeError(f"method {job.method} is no longer mounted")
-        ctx = CallContext(self, job.credentials, None, job.message_ids[0] if job.message_ids
-                          else None)
+        ctx = CallContext(
+            self, job.credentials, None, job.message_ids[0] if job.message_ids else None
+        )
         return await spec.func(ctx, job, *job.arguments)
 
 

@@ -24,20 +24,38 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"middlewared {__version__}")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=6000, help="port (0: any free port)")
-    p.add_argument("--data-dir", type=Path, default=Path(DEFAULT_DATA_DIR),
-                   help="where the database, logs and root.password live (default ./data; "
-                        "/var/lib/middlewared under systemd)")
-    p.add_argument("--fs-root", type=Path, action="append", default=[],
-                   help="a root the filesystem methods may touch (repeatable; "
-                        "default <data-dir>/files)")
-    p.add_argument("--plugins-dir", type=Path, action="append", default=[],
-                   help="a folder of plugin modules to load besides the built-in ones")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(DEFAULT_DATA_DIR),
+        help="where the database, logs and root.password live (default ./data; "
+        "/var/lib/middlewared under systemd)",
+    )
+    p.add_argument(
+        "--fs-root",
+        type=Path,
+        action="append",
+        default=[],
+        help="a root the filesystem methods may touch (repeatable; default <data-dir>/files)",
+    )
+    p.add_argument(
+        "--plugins-dir",
+        type=Path,
+        action="append",
+        default=[],
+        help="a folder of plugin modules to load besides the built-in ones",
+    )
     p.add_argument("--log-level", default="INFO")
-    p.add_argument("--durability", choices=["full", "normal"], default="full",
-                   help="full: fsync every group commit; normal: survive crashes, not power loss")
+    p.add_argument(
+        "--durability",
+        choices=["full", "normal"],
+        default="full",
+        help="full: fsync every group commit; normal: survive crashes, not power loss",
+    )
     p.add_argument("--max-frame", type=int, default=Limits.max_frame)
-    p.add_argument("--max-frame-unauthenticated", type=int,
-                   default=Limits.max_frame_unauthenticated)
+    p.add_argument(
+        "--max-frame-unauthenticated", type=int, default=Limits.max_frame_unauthenticated
+    )
     p.add_argument("--max-inflight", type=int, default=Limits.max_inflight)
     p.add_argument("--max-pending-events", type=int, default=Limits.max_pending_events)
     p.add_argument("--retention-days", type=float, default=Retention.max_age_seconds / 86400)
@@ -56,10 +74,15 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         data_dir=args.data_dir.resolve(),
         fs_roots=tuple(args.fs_root),
         plugin_dirs=tuple(args.plugins_dir),
-        limits=Limits(args.max_frame_unauthenticated, args.max_frame, args.max_inflight,
-                      args.max_pending_events),
-        retention=Retention(args.retention_days * 86400, args.retention_count,
-                            args.retention_interval),
+        limits=Limits(
+            args.max_frame_unauthenticated,
+            args.max_frame,
+            args.max_inflight,
+            args.max_pending_events,
+        ),
+        retention=Retention(
+            args.retention_days * 86400, args.retention_count, args.retention_interval
+        ),
         login_throttle=LoginThrottle(args.login_max_failures, args.login_window),
         durability=args.durability,
         shutdown_grace_seconds=args.shutdown_grace,

@@ -17,8 +17,13 @@ class ServerApi(Protocol):
 
     config: ServerConfig
 
-    async def call(self, method: str, *params: Any, credentials: Credentials | None = None,
-                   job: Job | None = None) -> Any: ...
+    async def call(
+        self,
+        method: str,
+        *params: Any,
+        credentials: Credentials | None = None,
+        job: Job | None = None,
+    ) -> Any: ...
 
 
 class SessionApi(Protocol):

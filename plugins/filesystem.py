@@ -14,7 +14,8 @@ from middlewared.context import CallContext
 from middlewared.errors import ValidationErrors
 from middlewared.jobs.job import Job
 from middlewared.registry import JobOptions, Param, Registry
-from middlewared_plugins.paths import confine
+
+from .paths import confine
 
 registry = Registry("filesystem", "Files and directories under the configured roots")
 
@@ -23,10 +24,14 @@ CHUNK = 1024 * 1024
 STAT = {
     "type": "object",
     "properties": {
-        "name": {"type": "string"}, "path": {"type": "string"},
+        "name": {"type": "string"},
+        "path": {"type": "string"},
         "type": {"enum": ["FILE", "DIRECTORY", "SYMLINK", "OTHER"]},
-        "size": {"type": "integer"}, "mode": {"type": "integer"},
-        "mtime": {"type": "number"}, "uid": {"type": "integer"}, "gid": {"type": "integer"},
+        "size": {"type": "integer"},
+        "mode": {"type": "integer"},
+        "mtime": {"type": "number"},
+        "uid": {"type": "integer"},
+        "gid": {"type": "integer"},
     },
 }
 
@@ -43,8 +48,16 @@ def _type(mode: int) -> str:
 
 def _stat(path: Path) -> dict[str, Any]:
     s = path.lstat()
-    return {"name": path.name, "path": str(path), "type": _type(s.st_mode), "size": s.st_size,
-            "mode": s.st_mode, "mtime": s.st_mtime, "uid": s.st_uid, "gid": s.st_gid}
+    return {
+        "name": path.name,
+        "path": str(path),
+        "type": _type(s.st_mode),
+        "size": s.st_size,
+        "mode": s.st_mode,
+        "mtime": s.st_mtime,
+        "uid": s.st_uid,
+        "gid": s.st_gid,
+    }
 
 
 @registry.method(params=[Param("path", PATH)], returns=STAT)
@@ -105,25 +118,23 @@ class _Copier:
         shutil.copystat(src, dst)
 
     async def copy_entry(self, src: Path, dst: Path) -> None:
-        if src.is_symlink():
-            # Copied as a link, never followed: it cannot read outside the roots.
-            os.symlink(os.readlink(src), dst)
-        elif src.is_dir():
-            dst.mkdir()
-        elif src.is_file():
+        if await asyncio.to_thread(_make_entry, src, dst):
             await self.copy_file(src, dst)
 
 
-@registry.method(
-    params=[Param("src", PATH, description="file or directory to copy"),
-            Param("dst", PATH, description="new path; must not exist")],
-    returns={"type": "boolean"},
-    job=JobOptions(lock=lambda args: f"filesystem.copy:{args[1]}", abortable=True,
-                   description=lambda args: f"Copy {args[0]} to {args[1]}"),
-)
-async def copy(ctx: CallContext, job: Job, src: str, dst: str) -> bool:
-    """Copy a file or a whole directory tree, reporting "Copied N of M bytes"."""
-    roots = ctx.config.roots
+def _make_entry(src: Path, dst: Path) -> bool:
+    """Create a directory or a symlink; True when ``src`` is a file still to be copied."""
+    if src.is_symlink():
+        # Copied as a link, never followed: it cannot read outside the roots.
+        os.symlink(os.readlink(src), dst)
+        return False
+    if src.is_dir():
+        dst.mkdir()
+        return False
+    return src.is_file()
+
+
+def _prepare(src: str, dst: str, roots: tuple[Path, ...]) -> tuple[Path, Path]:
     source = confine("src", src, roots)
     target = confine("dst", dst, roots, must_exist=False)
     if os.path.lexists(target):
@@ -132,10 +143,40 @@ async def copy(ctx: CallContext, job: Job, src: str, dst: str) -> bool:
         raise ValidationErrors([("dst", "Destination is inside the source", errno.EINVAL)])
     if not target.parent.is_dir():
         raise ValidationErrors([("dst", "Parent directory does not exist", errno.ENOENT)])
+    return source, target
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@registry.method(
+    params=[
+        Param("src", PATH, description="file or directory to copy"),
+        Param("dst", PATH, description="new path; must not exist"),
+    ],
+    returns={"type": "boolean"},
+    job=JobOptions(
+        lock=lambda args: f"filesystem.copy:{args[1]}",
+        abortable=True,
+        description=lambda args: f"Copy {args[0]} to {args[1]}",
+    ),
+)
+async def copy(ctx: CallContext, job: Job, src: str, dst: str) -> bool:
+    """Copy a file or a whole directory tree, reporting "Copied N of M bytes"."""
+    source, target = await asyncio.to_thread(_prepare, src, dst, ctx.config.roots)
     entries, total = await asyncio.to_thread(_plan, source)
     copier = _Copier(job, total)
     copier.report()
-    for rel, path in entries:
-        await copier.copy_entry(path, target / rel if rel.parts else target)
+    try:
+        for rel, path in entries:
+            await copier.copy_entry(path, target / rel if rel.parts else target)
+    except BaseException:
+        # The destination did not exist before: leave no half-copied tree behind.
+        await asyncio.shield(asyncio.to_thread(_remove, target))
+        raise
     job.log(f"copied {copier.done} bytes in {len(entries)} entries from {source} to {target}")
     return True

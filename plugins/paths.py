@@ -18,6 +18,7 @@ def confine(field: str, path: str, roots: Sequence[Path], must_exist: bool = Tru
     Symlinks are resolved before the check, so a link cannot lead outside a root. A path
     that need not exist yet is checked through its parent.
     """
+
     def bad(message: str, code: int = errno.EINVAL) -> ValidationErrors:
         return ValidationErrors([(field, message, code)])
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.serverproc import ServerProc
+
+PLUGINS = Path(__file__).parent / "plugins"
 
 
 @pytest.fixture(scope="session")
@@ -16,20 +18,30 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
     data = tmp_path_factory.mktemp("data")
     files = data / "files"
     files.mkdir()
-    proc = ServerProc(data_dir=data, args=["--fs-root", str(files), "--plugins-dir",
-                                           str(Path(__file__).parent / "plugins")])
+    proc = ServerProc(
+        data_dir=data,
+        args=["--fs-root", str(files), "--plugins-dir", str(Path(__file__).parent / "plugins")],
+    )
     proc.start()
     yield proc
     proc.stop()
 
 
 @pytest.fixture
-def fresh_server(tmp_path: Path) -> Iterator[ServerProc]:
-    """A server of the test's own, for tests that restart or kill it."""
-    files = tmp_path / "files"
-    files.mkdir()
-    proc = ServerProc(data_dir=tmp_path / "data", args=["--fs-root", str(files), "--plugins-dir",
-                                                        str(Path(__file__).parent / "plugins")])
-    proc.start()
-    yield proc
-    proc.kill()
+def make_server(tmp_path: Path) -> Iterator[Callable[..., ServerProc]]:
+    """Start servers of the test's own (extra command-line args allowed); killed at the end."""
+    started: list[ServerProc] = []
+
+    def make(*args: str, data_dir: Path | None = None) -> ServerProc:
+        data = data_dir or tmp_path / f"data{len(started)}"
+        files = data / "files"
+        files.mkdir(parents=True, exist_ok=True)
+        proc = ServerProc(
+            data_dir=data, args=["--fs-root", str(files), "--plugins-dir", str(PLUGINS), *args]
+        )
+        started.append(proc)
+        return proc.start()
+
+    yield make
+    for proc in started:
+        proc.kill()

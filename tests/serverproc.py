@@ -53,8 +53,9 @@ class ServerProc:
             start_new_session=True,
         )
         ready = threading.Event()
-        self._drainer = threading.Thread(target=self._drain, args=(self.process, ready),
-                                         daemon=True)
+        self._drainer = threading.Thread(
+            target=self._drain, args=(self.process, ready), daemon=True
+        )
         self._drainer.start()
         if not ready.wait(timeout) or self.port == 0:
             self.kill()

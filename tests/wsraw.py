@@ -75,8 +75,9 @@ class Raw:
 
 
 @asynccontextmanager
-async def raw(url: str, user: str | None = None, password: str | None = None,
-              **kwargs: Any) -> AsyncIterator[Raw]:
+async def raw(
+    url: str, user: str | None = None, password: str | None = None, **kwargs: Any
+) -> AsyncIterator[Raw]:
     async with connect(url, max_size=None, **kwargs) as ws:
         conn = Raw(ws)
         if user is not None and password is not None:

@@ -88,6 +88,11 @@ class AsyncClient:
     def closed(self) -> bool:
         return self._link.closed
 
+    @property
+    def jobs_in_flight(self) -> int:
+        """Job calls still waiting for their reply (ended ones are forgotten)."""
+        return len(self._jobs)
+
     async def open(self) -> AsyncClient:
         """Connect, and log in with the credentials given at construction (if any)."""
         await self._link.open()
@@ -113,7 +118,7 @@ class AsyncClient:
         *params: Any,
         job: Literal[False] = False,
         on_progress: ProgressCallback | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 (a per-client default applies)
+        timeout: float | None = None,
     ) -> Any: ...
 
     @overload
@@ -123,7 +128,7 @@ class AsyncClient:
         *params: Any,
         job: Literal[True],
         on_progress: ProgressCallback | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 (a per-client default applies)
+        timeout: float | None = None,
     ) -> JobHandle: ...
 
     async def call(
@@ -132,7 +137,7 @@ class AsyncClient:
         *params: Any,
         job: bool = False,
         on_progress: ProgressCallback | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 (a per-client default applies)
+        timeout: float | None = None,
     ) -> Any:
         """Call ``method``; ``job=True`` returns a ``JobHandle`` as soon as the call is sent.
 

@@ -95,7 +95,7 @@ class JobHandle:
         """Call ``callback(progress)`` on each progress change (in the client's event loop)."""
         self._callbacks.append(callback)
 
-    async def wait_id(self, timeout: float | None = None) -> int:  # noqa: ASYNC109
+    async def wait_id(self, timeout: float | None = None) -> int:
         """The job id: from its event, or asked of the server if the reply came first."""
         async with asyncio.timeout(timeout):
             if self._id is None:
@@ -110,7 +110,7 @@ class JobHandle:
         self._id = job_id
         return job_id
 
-    async def result(self, timeout: float | None = None) -> Any:  # noqa: ASYNC109
+    async def result(self, timeout: float | None = None) -> Any:
         """The job's result; raises the job's error (or a ``ClientError``) on failure."""
         async with asyncio.timeout(timeout):
             await self._done.wait()

@@ -85,6 +85,9 @@ class Link:
         """The open connection, waiting (up to ``connect_timeout``) while reconnecting."""
         if self._conn is None and not self._closed:
             raise NotConnected("Not connected: open() was not called")
+        conn = self._conn
+        if conn is not None and conn.closed.is_set() and self._fatal is None and not self._closed:
+            self._connected.clear()  # dropped, and the supervisor has not run yet
         if not self._connected.is_set():
             try:
                 async with asyncio.timeout(self.options.connect_timeout):

@@ -58,7 +58,8 @@ class Subscriptions:
     def dispatch(self, params: dict[str, Any]) -> None:
         """Hand one ``collection_update`` to every listener of its collection (and of ``*``)."""
         collection = params.get("collection")
-        for lst in list(self._listeners.values()):
+        # The client's own listeners first: a job handle knows its id before user callbacks run.
+        for lst in sorted(self._listeners.values(), key=lambda lst: not lst.internal):
             if lst.name == collection or lst.name == ALL:
                 try:
                     lst.callback(params)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
 
-class CredentialKind(str, Enum):
+class CredentialKind(StrEnum):
     LOGIN_PASSWORD = "LOGIN_PASSWORD"
     API_KEY = "API_KEY"
     TOKEN = "TOKEN"

@@ -39,16 +39,28 @@ class User:
     created: int
 
     def record(self) -> dict[str, Any]:
-        return {"id": self.id, "username": self.username, "full_name": self.full_name,
-                "admin": self.admin, "locked": self.locked, "allowlist": list(self.allowlist),
-                "password_set": self.password_hash is not None,
-                "created": {"$date": self.created}}
+        return {
+            "id": self.id,
+            "username": self.username,
+            "full_name": self.full_name,
+            "admin": self.admin,
+            "locked": self.locked,
+            "allowlist": list(self.allowlist),
+            "password_set": self.password_hash is not None,
+            "created": {"$date": self.created},
+        }
 
     def row(self) -> dict[str, Any]:
-        return {"id": self.id, "username": self.username, "full_name": self.full_name,
-                "password_hash": self.password_hash, "admin": int(self.admin),
-                "locked": int(self.locked), "allowlist": jsonc.dumps(list(self.allowlist)),
-                "created": self.created}
+        return {
+            "id": self.id,
+            "username": self.username,
+            "full_name": self.full_name,
+            "password_hash": self.password_hash,
+            "admin": int(self.admin),
+            "locked": int(self.locked),
+            "allowlist": jsonc.dumps(list(self.allowlist)),
+            "created": self.created,
+        }
 
 
 @dataclass(frozen=True)
@@ -62,14 +74,25 @@ class ApiKey:
     expires: int | None
 
     def record(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "username": self.username,
-                "allowlist": list(self.allowlist), "created": {"$date": self.created},
-                "expires_at": None if self.expires is None else {"$date": self.expires}}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "username": self.username,
+            "allowlist": list(self.allowlist),
+            "created": {"$date": self.created},
+            "expires_at": None if self.expires is None else {"$date": self.expires},
+        }
 
     def row(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "username": self.username,
-                "key_hash": self.key_hash, "allowlist": jsonc.dumps(list(self.allowlist)),
-                "created": self.created, "expires": self.expires}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "username": self.username,
+            "key_hash": self.key_hash,
+            "allowlist": jsonc.dumps(list(self.allowlist)),
+            "created": self.created,
+            "expires": self.expires,
+        }
 
 
 def _now_ms() -> int:
@@ -87,12 +110,25 @@ class Directory:
     async def load(self) -> None:
         for r in await self.store.fetch("all_users"):
             self.users[int(r["id"])] = User(
-                int(r["id"]), r["username"], r["full_name"], r["password_hash"], bool(r["admin"]),
-                bool(r["locked"]), tuple(jsonc.loads(r["allowlist"])), int(r["created"]))
+                int(r["id"]),
+                r["username"],
+                r["full_name"],
+                r["password_hash"],
+                bool(r["admin"]),
+                bool(r["locked"]),
+                tuple(jsonc.loads(r["allowlist"])),
+                int(r["created"]),
+            )
         for r in await self.store.fetch("all_api_keys"):
             self.keys[int(r["id"])] = ApiKey(
-                int(r["id"]), r["name"], r["username"], r["key_hash"],
-                tuple(jsonc.loads(r["allowlist"])), int(r["created"]), r["expires"])
+                int(r["id"]),
+                r["name"],
+                r["username"],
+                r["key_hash"],
+                tuple(jsonc.loads(r["allowlist"])),
+                int(r["created"]),
+                r["expires"],
+            )
 
     def by_name(self, username: str) -> User | None:
         return next((u for u in self.users.values() if u.username == username), None)
@@ -103,8 +139,7 @@ class Directory:
         stored = user.password_hash if user is not None and not user.locked else None
         if not await verify_password_async(password, stored) or user is None:
             return None
-        return Credentials(user.username, user.admin, CredentialKind.LOGIN_PASSWORD,
-                           user.allowlist)
+        return Credentials(user.username, user.admin, CredentialKind.LOGIN_PASSWORD, user.allowlist)
 
     def check_api_key(self, key: str, username: str | None = None) -> Credentials | None:
         m = API_KEY.match(key)
@@ -118,8 +153,14 @@ class Directory:
         user = self.by_name(api_key.username)
         if user is None or user.locked or (username is not None and username != user.username):
             return None
-        return Credentials(user.username, user.admin, CredentialKind.API_KEY, user.allowlist,
-                           api_key.allowlist, api_key.id)
+        return Credentials(
+            user.username,
+            user.admin,
+            CredentialKind.API_KEY,
+            user.allowlist,
+            api_key.allowlist,
+            api_key.id,
+        )
 
     def credentials_for(self, username: str, kind: CredentialKind) -> Credentials | None:
         user = self.by_name(username)
@@ -136,12 +177,19 @@ class Directory:
         self._check_username(data["username"], None)
         uid = await self._next_id("users", self.users)
         password = data.get("password")
-        user = User(uid, data["username"], data.get("full_name", ""),
-                    await hash_password_async(password) if password else None,
-                    bool(data.get("admin", False)), bool(data.get("locked", False)),
-                    tuple(data.get("allowlist", [])), _now_ms())
-        await self.store.write([Op("insert_user", user.row()),
-                                Op("raise_counter", {"name": "users", "value": uid})])
+        user = User(
+            uid,
+            data["username"],
+            data.get("full_name", ""),
+            await hash_password_async(password) if password else None,
+            bool(data.get("admin", False)),
+            bool(data.get("locked", False)),
+            tuple(data.get("allowlist", [])),
+            _now_ms(),
+        )
+        await self.store.write(
+            [Op("insert_user", user.row()), Op("raise_counter", {"name": "users", "value": uid})]
+        )
         self.users[uid] = user
         log.info("user %d (%s) created", uid, user.username)
         return user
@@ -150,7 +198,9 @@ class Directory:
         user = self._user(uid)
         if "username" in data:
             self._check_username(data["username"], uid)
-        changes = {k: data[k] for k in ("username", "full_name", "admin", "locked") if k in data}
+        changes: dict[str, Any] = {
+            k: data[k] for k in ("username", "full_name", "admin", "locked") if k in data
+        }
         if "allowlist" in data:
             changes["allowlist"] = tuple(data["allowlist"])
         if data.get("password"):
@@ -163,8 +213,12 @@ class Directory:
 
     async def delete_user(self, uid: int) -> None:
         user = self._user(uid)
-        await self.store.write([Op("delete_user", {"id": uid}),
-                                Op("delete_user_api_keys", {"username": user.username})])
+        await self.store.write(
+            [
+                Op("delete_user", {"id": uid}),
+                Op("delete_user_api_keys", {"username": user.username}),
+            ]
+        )
         del self.users[uid]
         for key_id in [k.id for k in self.keys.values() if k.username == user.username]:
             del self.keys[key_id]
@@ -191,10 +245,21 @@ class Directory:
             raise ValidationErrors([("username", "No such user", errno.ENOENT)])
         kid = await self._next_id("api_keys", self.keys)
         secret = new_secret(48).replace("-", "A").replace("_", "B")
-        key = ApiKey(kid, data["name"], username, hash_key(secret),
-                     tuple(data.get("allowlist", ["*"])), _now_ms(), data.get("expires"))
-        await self.store.write([Op("insert_api_key", key.row()),
-                                Op("raise_counter", {"name": "api_keys", "value": kid})])
+        key = ApiKey(
+            kid,
+            data["name"],
+            username,
+            hash_key(secret),
+            tuple(data.get("allowlist", ["*"])),
+            _now_ms(),
+            data.get("expires"),
+        )
+        await self.store.write(
+            [
+                Op("insert_api_key", key.row()),
+                Op("raise_counter", {"name": "api_keys", "value": kid}),
+            ]
+        )
         self.keys[kid] = key
         log.info("api key %d (%s) created for %s", kid, key.name, username)
         return key, f"{kid}-{secret}"

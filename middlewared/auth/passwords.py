@@ -29,8 +29,14 @@ def verify_password(password: str, stored: str | None) -> bool:
         scheme, n, r, p, salt, digest = (stored or _DUMMY).split("$")
         if scheme != "scrypt":
             return False
-        actual = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n),
-                                r=int(r), p=int(p), maxmem=64 << 20)
+        actual = hashlib.scrypt(
+            password.encode(),
+            salt=base64.b64decode(salt),
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            maxmem=64 << 20,
+        )
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(actual, base64.b64decode(digest)) and stored is not None

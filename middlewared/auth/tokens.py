@@ -25,12 +25,19 @@ class TokenStore:
     def __init__(self) -> None:
         self._tokens: dict[str, Token] = {}
 
-    def issue(self, credentials: Credentials, ttl: float, single_use: bool,
-              job_id: int | None = None, purpose: str = "login") -> str:
+    def issue(
+        self,
+        credentials: Credentials,
+        ttl: float,
+        single_use: bool,
+        job_id: int | None = None,
+        purpose: str = "login",
+    ) -> str:
         self._purge()
         secret = new_secret(36)
-        self._tokens[hash_key(secret)] = Token(credentials, time.monotonic() + ttl, single_use,
-                                               job_id, purpose)
+        self._tokens[hash_key(secret)] = Token(
+            credentials, time.monotonic() + ttl, single_use, job_id, purpose
+        )
         return secret
 
     def peek(self, secret: str) -> Token | None:

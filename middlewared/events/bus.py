@@ -55,8 +55,9 @@ class Event:
         if older.msg == ADDED and self.msg == REMOVED:
             return None
         if older.msg == ADDED and self.msg == CHANGED:
-            return Event(self.collection, ADDED, self.id, self.fields, self.owner,
-                         self.admin_fields)
+            return Event(
+                self.collection, ADDED, self.id, self.fields, self.owner, self.admin_fields
+            )
         return self
 
 

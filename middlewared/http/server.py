@@ -16,7 +16,6 @@ from middlewared.http.websocket import websocket_handler
 log = logging.getLogger(__name__)
 
 
-
 @web.middleware
 async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
     """Every HTTP refusal carries a JSON body that says why."""
@@ -26,9 +25,15 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
     except web.HTTPException as e:
         if e.content_type == "application/json":
             raise
-        return web.json_response({"error": e.reason, "status": e.status}, status=e.status,
-                                 headers={k: v for k, v in e.headers.items()
-                                          if k.lower() not in ("content-type", "content-length")})
+        return web.json_response(
+            {"error": e.reason, "status": e.status},
+            status=e.status,
+            headers={
+                k: v
+                for k, v in e.headers.items()
+                if k.lower() not in ("content-type", "content-length")
+            },
+        )
 
 
 def build_app(middleware: Middleware) -> web.Application:

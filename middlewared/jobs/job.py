@@ -6,7 +6,7 @@ import asyncio
 import time
 import traceback
 from collections.abc import Callable
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from middlewared.auth.credentials import Credentials
@@ -15,7 +15,7 @@ from middlewared.jobs.logs import JobLog
 from middlewared.registry import JobOptions
 
 
-class JobState(str, Enum):
+class JobState(StrEnum):
     WAITING = "WAITING"
     RUNNING = "RUNNING"
     SUCCESS = "SUCCESS"
@@ -79,6 +79,8 @@ class Job:
         self.failure: MiddlewareError | None = None
         # Set by the manager: called on every visible change (progress=True when only progress).
         self.on_change: Callable[[Job, bool], None] = lambda job, progress: None
+        # Other jobs following this one's progress (core.job_wait).
+        self.watchers: list[Callable[[Job], None]] = []
         self.done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.done.add_done_callback(_consume_exception)
         self.persisted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -96,6 +98,8 @@ class Job:
         if extra is not None:
             self.progress["extra"] = extra
         self.on_change(self, True)
+        for watcher in self.watchers:
+            watcher(self)
 
     def set_description(self, description: str) -> None:
         self.description = description

@@ -185,8 +185,14 @@ class JobManager:
                 log.exception("job %d: final state could not be stored", job.id)
         self._publish(job, CHANGED)
         level = logging.INFO if state is JobState.SUCCESS else logging.WARNING
-        log.log(level, "job %d (%s) %s%s", job.id, job.method, state.value,
-                f": {job.error}" if job.error else "")
+        log.log(
+            level,
+            "job %d (%s) %s%s",
+            job.id,
+            job.method,
+            state.value,
+            f": {job.error}" if job.error else "",
+        )
         if state is JobState.SUCCESS:
             job.done.set_result(job.result)
         else:
@@ -257,12 +263,21 @@ class JobManager:
             record["time_finished"] = {"$date": now_ms()}
             record["error"] = f"Interrupted: the server stopped while the job was {was}"
             record["exception"] = record["error"]
-            record["exc_info"] = {"type": "Interrupted", "errno": errno.EINTR,
-                                  "errname": "EINTR", "extra": None, "repr": record["error"]}
+            record["exc_info"] = {
+                "type": "Interrupted",
+                "errno": errno.EINTR,
+                "errname": "EINTR",
+                "extra": None,
+                "repr": record["error"],
+            }
             owner = (record.get("credentials") or {}).get("data", {}).get("username")
             await self.store.save_record(record, owner)
-            log.warning("job %d (%s) was %s when the server stopped: marked FAILED",
-                        record["id"], record["method"], was)
+            log.warning(
+                "job %d (%s) was %s when the server stopped: marked FAILED",
+                record["id"],
+                record["method"],
+                was,
+            )
         return len(pending)
 
     async def _requeue(self, spec: MethodSpec, record: dict[str, Any]) -> None:
@@ -271,9 +286,17 @@ class JobManager:
         owner = (record.get("credentials") or {}).get("data", {}).get("username", "root")
         creds = Credentials(username=owner, admin=True, kind=CredentialKind.INTERNAL)
         assert spec.job is not None
-        job = Job(record["id"], spec.name, spec.job, list(record["arguments"]),
-                  list(record["arguments"]), creds, None,
-                  _resolve(spec.job.lock, record["arguments"]), record["description"])
+        job = Job(
+            record["id"],
+            spec.name,
+            spec.job,
+            list(record["arguments"]),
+            list(record["arguments"]),
+            creds,
+            None,
+            _resolve(spec.job.lock, record["arguments"]),
+            record["description"],
+        )
         job.message_ids = list(record.get("message_ids") or [])
         self.live[job.id] = job
         job.on_change = self._on_change

@@ -69,18 +69,25 @@ async def query_jobs(app: Middleware, creds: Credentials, filters: Any, options:
     order_sql = compile_order(order, COLUMNS, dialect)
 
     if compiled.residual is None and opts.count:
-        rows = await app.store.fetch_sql(f"SELECT COUNT(*) AS n FROM jobs WHERE {where_sql}",
-                                         params)
+        rows = await app.store.fetch_sql(
+            f"SELECT COUNT(*) AS n FROM jobs WHERE {where_sql}", params
+        )
         return int(rows[0]["n"]) + len(live_matches)
     if compiled.residual is None and order_sql is not None:
         return await _paged(app, creds, opts, order, where_sql, order_sql, params, live_matches)
-    return await _scan(app, creds, opts, order, where_sql, params, compiled.residual,
-                       live_matches)
+    return await _scan(app, creds, opts, order, where_sql, params, compiled.residual, live_matches)
 
 
-async def _paged(app: Middleware, creds: Credentials, opts: QueryOptions,
-                 order: tuple[OrderKey, ...], where_sql: str, order_sql: str,
-                 params: list[Any], live_matches: list[dict[str, Any]]) -> Any:
+async def _paged(
+    app: Middleware,
+    creds: Credentials,
+    opts: QueryOptions,
+    order: tuple[OrderKey, ...],
+    where_sql: str,
+    order_sql: str,
+    params: list[Any],
+    live_matches: list[dict[str, Any]],
+) -> Any:
     """SQL does the filter, order and page; the few live matches are merged in.
 
     Every row of the requested page has at least ``offset - len(live)`` stored rows before
@@ -97,9 +104,16 @@ async def _paged(app: Middleware, creds: Credentials, opts: QueryOptions,
     return apply_options(stored + live_matches, rest)
 
 
-async def _scan(app: Middleware, creds: Credentials, opts: QueryOptions,
-                order: tuple[OrderKey, ...], where_sql: str, params: list[Any],
-                residual: Filter | None, live_matches: list[dict[str, Any]]) -> Any:
+async def _scan(
+    app: Middleware,
+    creds: Credentials,
+    opts: QueryOptions,
+    order: tuple[OrderKey, ...],
+    where_sql: str,
+    params: list[Any],
+    residual: Filter | None,
+    live_matches: list[dict[str, Any]],
+) -> Any:
     """A condition or an order SQL cannot express: narrow in SQL, finish in Python."""
     rows = await app.store.fetch_sql(f"SELECT record FROM jobs WHERE {where_sql}", params)
     stored = [_decode(r, creds.admin) for r in rows]

@@ -64,10 +64,12 @@ class JobStore:
         return job_id
 
     def insert(self, job: Job) -> asyncio.Future[None]:
-        return self.store.write([
-            Op("insert_job", _row(job)),
-            Op("raise_counter", {"name": "jobs", "value": job.id}),
-        ])
+        return self.store.write(
+            [
+                Op("insert_job", _row(job)),
+                Op("raise_counter", {"name": "jobs", "value": job.id}),
+            ]
+        )
 
     def update(self, job: Job) -> asyncio.Future[None]:
         fut = self.store.write([Op("update_job", _row(job))])

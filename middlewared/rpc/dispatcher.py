@@ -82,9 +82,7 @@ class Dispatcher:
         if spec.job is None:
             return await spec.func(ctx, *args)
         assert credentials is not None
-        job = await self.jobs.submit(
-            spec, args, redact(args, spec.params), credentials, message_id
-        )
+        job = await self.jobs.submit(spec, args, redact(args, spec.params), credentials, message_id)
         if legacy_jobs:
             return job.id
         return await job.done

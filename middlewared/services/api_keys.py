@@ -18,10 +18,17 @@ _FIELDS: dict[str, Any] = {
     "allowlist": ALLOWLIST,
     "expires": {"type": ["integer", "null"], "description": "ms since epoch"},
 }
-CREATE = {"type": "object", "properties": _FIELDS, "required": ["name"],
-          "additionalProperties": False}
-UPDATE = {"type": "object", "properties": {k: v for k, v in _FIELDS.items() if k != "username"},
-          "additionalProperties": False}
+CREATE = {
+    "type": "object",
+    "properties": _FIELDS,
+    "required": ["name"],
+    "additionalProperties": False,
+}
+UPDATE = {
+    "type": "object",
+    "properties": {k: v for k, v in _FIELDS.items() if k != "username"},
+    "additionalProperties": False,
+}
 KID = {"type": "integer", "minimum": 1}
 
 
@@ -40,8 +47,9 @@ async def create(ctx: CallContext, data: dict[str, Any]) -> dict[str, Any]:
     return {**key.record(), "key": secret}
 
 
-@registry.method(params=[Param("id", KID), Param("data", UPDATE)], returns={"type": "object"},
-                 admin_only=True)
+@registry.method(
+    params=[Param("id", KID), Param("data", UPDATE)], returns={"type": "object"}, admin_only=True
+)
 async def update(ctx: CallContext, kid: int, data: dict[str, Any]) -> dict[str, Any]:
     """Rename a key, change its allow-list or expiry."""
     return (await server(ctx).directory.update_key(kid, data)).record()

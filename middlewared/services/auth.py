@@ -61,30 +61,42 @@ def _token(ctx: CallContext, token: str) -> bool:
     creds = None
     if found is not None:
         base = found.credentials
-        creds = Credentials(base.username, base.admin, CredentialKind.TOKEN, base.allowlist,
-                            base.key_allowlist, base.api_key_id)
+        creds = Credentials(
+            base.username,
+            base.admin,
+            CredentialKind.TOKEN,
+            base.allowlist,
+            base.key_allowlist,
+            base.api_key_id,
+        )
     return _finish(ctx, creds, "token")
 
 
 @registry.method(
-    params=[Param("username", STRING), Param("password", STRING, secret=True),
-            Param("otp_token", {"type": ["string", "null"]}, required=False, secret=True)],
-    returns={"type": "boolean"}, public=True,
+    params=[
+        Param("username", STRING),
+        Param("password", STRING, secret=True),
+        Param("otp_token", {"type": ["string", "null"]}, required=False, secret=True),
+    ],
+    returns={"type": "boolean"},
+    public=True,
 )
 async def login(ctx: CallContext, username: str, password: str, otp_token: str | None) -> bool:
     """Log this connection in with a user name and password. False when they are wrong."""
     return await _password(ctx, username, password)
 
 
-@registry.method(params=[Param("api_key", STRING, secret=True)], returns={"type": "boolean"},
-                 public=True)
+@registry.method(
+    params=[Param("api_key", STRING, secret=True)], returns={"type": "boolean"}, public=True
+)
 async def login_with_api_key(ctx: CallContext, api_key: str) -> bool:
     """Log in with an API key (``<id>-<secret>``)."""
     return _api_key(ctx, api_key)
 
 
-@registry.method(params=[Param("token", STRING, secret=True)], returns={"type": "boolean"},
-                 public=True)
+@registry.method(
+    params=[Param("token", STRING, secret=True)], returns={"type": "boolean"}, public=True
+)
 async def login_with_token(ctx: CallContext, token: str) -> bool:
     """Log in with a token from ``auth.generate_token``."""
     return _token(ctx, token)
@@ -100,15 +112,19 @@ LOGIN_EX = {
     "type": "object",
     "properties": {
         "mechanism": {"enum": MECHANISMS},
-        "username": STRING, "password": STRING, "api_key": STRING, "token": STRING,
+        "username": STRING,
+        "password": STRING,
+        "api_key": STRING,
+        "token": STRING,
         "login_options": {"type": "object"},
     },
     "required": ["mechanism"],
 }
 
 
-@registry.method(params=[Param("data", LOGIN_EX, secret=True)], returns={"type": "object"},
-                 public=True)
+@registry.method(
+    params=[Param("data", LOGIN_EX, secret=True)], returns={"type": "object"}, public=True
+)
 async def login_ex(ctx: CallContext, data: dict[str, Any]) -> dict[str, Any]:
     """TrueNAS's newer login: ``{"mechanism": "PASSWORD_PLAIN", "username", "password"}``,
     ``{"mechanism": "API_KEY_PLAIN", "username", "api_key"}`` or
@@ -152,10 +168,14 @@ async def logout(ctx: CallContext) -> bool:
 
 
 @registry.method(
-    params=[Param("ttl", {"type": "integer", "minimum": 1, "maximum": 86400}, required=False,
-                  default=600),
-            Param("single_use", {"type": "boolean"}, required=False, default=False)],
-    returns=STRING, authenticated=True,
+    params=[
+        Param(
+            "ttl", {"type": "integer", "minimum": 1, "maximum": 86400}, required=False, default=600
+        ),
+        Param("single_use", {"type": "boolean"}, required=False, default=False),
+    ],
+    returns=STRING,
+    authenticated=True,
 )
 async def generate_token(ctx: CallContext, ttl: int, single_use: bool) -> str:
     """A token that logs in as the caller (``auth.login_with_token``, ``?auth_token=``)."""

@@ -36,12 +36,21 @@ async def ping(ctx: CallContext) -> str:
 
 
 @registry.method(
-    params=[Param("options", {
-        "type": "object",
-        "properties": {"legacy_jobs": {"type": "boolean"}, "private_methods": {"type": "boolean"},
-                       "py_exceptions": {"type": "boolean"}, "tracebacks": {"type": "boolean"}},
-        "additionalProperties": False,
-    })],
+    params=[
+        Param(
+            "options",
+            {
+                "type": "object",
+                "properties": {
+                    "legacy_jobs": {"type": "boolean"},
+                    "private_methods": {"type": "boolean"},
+                    "py_exceptions": {"type": "boolean"},
+                    "tracebacks": {"type": "boolean"},
+                },
+                "additionalProperties": False,
+            },
+        )
+    ],
     returns={"type": "object"},
     public=True,
 )
@@ -72,11 +81,16 @@ async def get_methods(ctx: CallContext) -> dict[str, Any]:
             "params": schema_for_docs(spec.params),
             "returns": spec.returns,
             "job": spec.job is not None,
-            "job_options": None if spec.job is None else {
+            "job_options": None
+            if spec.job is None
+            else {
                 "lock": spec.job.lock if isinstance(spec.job.lock, str) else None,
-                "lock_queue_size": spec.job.lock_queue_size, "logs": spec.job.logs,
-                "transient": spec.job.transient, "abortable": spec.job.abortable,
-                "timeout": spec.job.timeout, "pipes": sorted(spec.job.pipes),
+                "lock_queue_size": spec.job.lock_queue_size,
+                "logs": spec.job.logs,
+                "transient": spec.job.transient,
+                "abortable": spec.job.abortable,
+                "timeout": spec.job.timeout,
+                "pipes": sorted(spec.job.pipes),
             },
             "public": spec.public,
         }
@@ -89,15 +103,19 @@ async def get_jobs(ctx: CallContext, filters: list[Any], options: dict[str, Any]
     return await query_jobs(server(ctx), ctx.user, filters, options)
 
 
-@registry.method(params=[Param("name", {"type": "string", "minLength": 1})],
-                 returns={"type": "string"}, authenticated=True)
+@registry.method(
+    params=[Param("name", {"type": "string", "minLength": 1})],
+    returns={"type": "string"},
+    authenticated=True,
+)
 async def subscribe(ctx: CallContext, name: str) -> str:
     """Subscribe to an event source (``core.get_jobs`` or ``*``); returns the subscription id."""
     return session(ctx).subscribe(name)
 
 
-@registry.method(params=[Param("id", {"type": "string"})], returns={"type": "null"},
-                 authenticated=True)
+@registry.method(
+    params=[Param("id", {"type": "string"})], returns={"type": "null"}, authenticated=True
+)
 async def unsubscribe(ctx: CallContext, sub_id: str) -> None:
     """End a subscription."""
     session(ctx).unsubscribe(sub_id)
@@ -120,38 +138,38 @@ async def job_wait(ctx: CallContext, job: Job, job_id: int) -> Any:
     target = app.jobs.live.get(job_id)
     if target is None or not ctx.user.may_read(target.credentials.username):
         record = await app.job_store.get(job_id)
-        if record is None or not ctx.user.may_read(
-                record["credentials"]["data"]["username"]):
+        if record is None or not ctx.user.may_read(record["credentials"]["data"]["username"]):
             raise CallError(f"Job {job_id} does not exist", 2)
         if record["state"] == "SUCCESS":
             return record["result"]
         raise CallError(record["error"] or f"Job {job_id} {record['state']}")
     job.set_description(f"Waiting for job {job_id} ({target.method})")
 
-    def mirror(src: Job, progress_only: bool) -> None:
-        previous(src, progress_only)
+    def mirror(src: Job) -> None:
         p = src.progress
         job.set_progress(p["percent"], p["description"], p["extra"])
 
-    previous = target.on_change
-    target.on_change = mirror
+    target.watchers.append(mirror)
+    mirror(target)
     try:
         return await asyncio.shield(target.done)
     finally:
-        if target.on_change is mirror:
-            target.on_change = previous
+        target.watchers.remove(mirror)
 
 
 @registry.method(
-    params=[Param("method", {"type": "string"}),
-            Param("params", {"type": "array", "items": {"type": "array"}}),
-            Param("description", {"type": ["string", "null"]}, required=False)],
+    params=[
+        Param("method", {"type": "string"}),
+        Param("params", {"type": "array", "items": {"type": "array"}}),
+        Param("description", {"type": ["string", "null"]}, required=False),
+    ],
     returns={"type": "array"},
     job=JobOptions(lock_queue_size=None, description="Bulk call"),
     authenticated=True,
 )
-async def bulk(ctx: CallContext, job: Job, method: str, params: list[list[Any]],
-               description: str | None) -> list[dict[str, Any]]:
+async def bulk(
+    ctx: CallContext, job: Job, method: str, params: list[list[Any]], description: str | None
+) -> list[dict[str, Any]]:
     """Call ``method`` once per entry of ``params`` (each a params list), one after another.
 
     Returns one ``{"job_id", "result", "error"}`` per call; a failure does not stop the rest.
@@ -168,8 +186,9 @@ async def bulk(ctx: CallContext, job: Job, method: str, params: list[list[Any]],
             if mounted.spec.job is None:
                 status["result"] = await mounted.spec.func(ctx, *bound)
             else:
-                sub = await app.jobs.submit(mounted.spec, bound, redact(bound, mounted.spec.params),
-                                            ctx.user)
+                sub = await app.jobs.submit(
+                    mounted.spec, bound, redact(bound, mounted.spec.params), ctx.user
+                )
                 status["job_id"] = sub.id
                 status["result"] = await sub.done
         except MiddlewareError as e:

@@ -18,18 +18,23 @@ async def discover(ctx: CallContext) -> dict[str, Any]:
     methods = []
     for name, info in (await get_methods(ctx)).items():
         items = info["params"].get("prefixItems", [])
-        methods.append({
-            "name": name,
-            "description": info["description"],
-            "paramStructure": "either",
-            "params": [
-                {"name": p.get("title", f"arg{i}"), "schema": p,
-                 "required": i < info["params"].get("minItems", 0)}
-                for i, p in enumerate(items)
-            ],
-            "result": {"name": "result", "schema": info["returns"]},
-            "x-job": info["job_options"],
-        })
+        methods.append(
+            {
+                "name": name,
+                "description": info["description"],
+                "paramStructure": "either",
+                "params": [
+                    {
+                        "name": p.get("title", f"arg{i}"),
+                        "schema": p,
+                        "required": i < info["params"].get("minItems", 0),
+                    }
+                    for i, p in enumerate(items)
+                ],
+                "result": {"name": "result", "schema": info["returns"]},
+                "x-job": info["job_options"],
+            }
+        )
     return {
         "openrpc": "1.2.6",
         "info": {"title": "middlewared", "version": __version__},

@@ -21,8 +21,12 @@ _FIELDS: dict[str, Any] = {
     "locked": {"type": "boolean"},
     "allowlist": ALLOWLIST,
 }
-CREATE = {"type": "object", "properties": _FIELDS, "required": ["username"],
-          "additionalProperties": False}
+CREATE = {
+    "type": "object",
+    "properties": _FIELDS,
+    "required": ["username"],
+    "additionalProperties": False,
+}
 UPDATE = {"type": "object", "properties": _FIELDS, "additionalProperties": False}
 UID = {"type": "integer", "minimum": 1}
 
@@ -34,15 +38,19 @@ async def query_users(ctx: CallContext, filters: list[Any], options: dict[str, A
     return query(records, filters, options)
 
 
-@registry.method(params=[Param("data", CREATE, secret=True)], returns={"type": "object"},
-                 admin_only=True)
+@registry.method(
+    params=[Param("data", CREATE, secret=True)], returns={"type": "object"}, admin_only=True
+)
 async def create(ctx: CallContext, data: dict[str, Any]) -> dict[str, Any]:
     """Create a user. Non-admins may call only the methods their allow-list matches."""
     return (await server(ctx).directory.create_user(data)).record()
 
 
-@registry.method(params=[Param("id", UID), Param("data", UPDATE, secret=True)],
-                 returns={"type": "object"}, admin_only=True)
+@registry.method(
+    params=[Param("id", UID), Param("data", UPDATE, secret=True)],
+    returns={"type": "object"},
+    admin_only=True,
+)
 async def update(ctx: CallContext, uid: int, data: dict[str, Any]) -> dict[str, Any]:
     """Change a user's name, password, admin flag, lock or allow-list."""
     return (await server(ctx).directory.update_user(uid, data)).record()

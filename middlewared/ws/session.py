@@ -57,8 +57,12 @@ class Options:
     tracebacks: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {"legacy_jobs": self.legacy_jobs, "private_methods": self.private_methods,
-                "py_exceptions": self.py_exceptions, "tracebacks": self.tracebacks}
+        return {
+            "legacy_jobs": self.legacy_jobs,
+            "private_methods": self.private_methods,
+            "py_exceptions": self.py_exceptions,
+            "tracebacks": self.tracebacks,
+        }
 
 
 class Session:
@@ -141,6 +145,7 @@ class Session:
 
     async def _batch(self, messages: list[Request | BadMessage]) -> None:
         """Members run concurrently; one array of replies, or nothing if all were notices."""
+
         async def member(m: Request | BadMessage) -> dict[str, Any] | None:
             if isinstance(m, BadMessage):
                 return error_reply(m.id, m.error.to_rpc_error())
@@ -161,8 +166,13 @@ class Session:
     async def _handle(self, request: Request) -> dict[str, Any] | None:
         try:
             result = await self.app.dispatcher.call(
-                request.method, request.params, self.credentials, self, request.id,
-                legacy_jobs=self.options.legacy_jobs, private=self.options.private_methods,
+                request.method,
+                request.params,
+                self.credentials,
+                self,
+                request.id,
+                legacy_jobs=self.options.legacy_jobs,
+                private=self.options.private_methods,
             )
         except asyncio.CancelledError:
             raise
@@ -182,8 +192,9 @@ class Session:
             return
         self.outbox.put_event(event)
         if len(self.outbox) > self.limits.max_pending_events:
-            log.warning("session %s: %d events unread, disconnecting", self.remote,
-                        len(self.outbox))
+            log.warning(
+                "session %s: %d events unread, disconnecting", self.remote, len(self.outbox)
+            )
             self.outbox.closed = True
             self.outbox.wake()
 
@@ -242,4 +253,3 @@ class Session:
             if key in options:
                 setattr(self.options, key, bool(options[key]))
         return self.options.as_dict()
-

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from tests.serverproc import ServerProc
 from tests.wsraw import raw
 
@@ -33,8 +31,14 @@ async def test_filesystem_copy_seed_flow(server: ServerProc) -> None:
     async with raw(server.ws_url, "root", server.password) as c:
         await c.call("core.subscribe", "core.get_jobs")
         call_id = "6841f242-840a-11e6-a437-00e04d680384"
-        await c.send({"jsonrpc": "2.0", "id": call_id, "method": "filesystem.copy",
-                      "params": [str(src), str(dst)]})
+        await c.send(
+            {
+                "jsonrpc": "2.0",
+                "id": call_id,
+                "method": "filesystem.copy",
+                "params": [str(src), str(dst)],
+            }
+        )
         added = await c.notification(lambda n: n["params"]["msg"] == "added")
         job_id = added["params"]["id"]
         assert added["params"]["collection"] == "core.get_jobs"
@@ -46,10 +50,8 @@ async def test_filesystem_copy_seed_flow(server: ServerProc) -> None:
         assert changes, "no CHANGED events"
         assert all(ch["msg"] == "changed" for ch in changes)
         descriptions = [ch["fields"]["progress"]["description"] for ch in changes]
-        assert any(d and d.startswith("Copied ") and " of 3000005 bytes" in d
-                   for d in descriptions)
+        assert any(d and d.startswith("Copied ") and " of 3000005 bytes" in d for d in descriptions)
         assert changes[-1]["fields"]["state"] == "SUCCESS"
         assert changes[-1]["fields"]["progress"]["percent"] == 100
     assert (dst / "a.bin").read_bytes() == b"x" * 3_000_000
     assert (dst / "sub" / "b.txt").read_text() == "hello"
-    _ = Path

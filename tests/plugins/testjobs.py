@@ -28,11 +28,41 @@ async def echo(ctx: CallContext, value: Any) -> Any:
     return value
 
 
-@registry.method(params=[Param("a", {"type": "integer"}), Param("b", {"type": "integer"})],
-                 returns={"type": "integer"})
-async def subtract(ctx: CallContext, a: int, b: int) -> int:
-    """a - b (the JSON-RPC specification's example method)."""
-    return a - b
+@registry.method(
+    params=[Param("minuend", {"type": "integer"}), Param("subtrahend", {"type": "integer"})],
+    returns={"type": "integer"},
+)
+async def subtract(ctx: CallContext, minuend: int, subtrahend: int) -> int:
+    """minuend - subtrahend (the JSON-RPC specification's example)."""
+    return minuend - subtrahend
+
+
+INT = {"type": "integer"}
+
+
+@registry.method(
+    params=[Param(n, INT, required=False, default=0) for n in ("a", "b", "c")],
+    returns=INT,
+)
+async def sum(ctx: CallContext, a: int, b: int, c: int) -> int:
+    """a + b + c."""
+    return a + b + c
+
+
+@registry.method(params=[Param(n, INT, required=False) for n in ("a", "b", "c", "d", "e")])
+async def update(ctx: CallContext, *values: int) -> None:
+    """Accept up to five integers and do nothing (called as a notification)."""
+
+
+@registry.method(params=[Param("x", INT)])
+async def notify_hello(ctx: CallContext, x: int) -> None:
+    """Do nothing (called as a notification)."""
+
+
+@registry.method(returns={"type": "array"})
+async def get_data(ctx: CallContext) -> list[Any]:
+    """["hello", 5]."""
+    return ["hello", 5]
 
 
 @registry.method(params=[Param("name", NAME)], returns={"type": "boolean"})
@@ -42,9 +72,13 @@ async def open_gate(ctx: CallContext, name: str) -> bool:
     return True
 
 
-@registry.method(params=[Param("steps", {"type": "integer", "minimum": 1}),
-                         Param("gate", {"type": ["string", "null"]}, required=False)],
-                 job=JobOptions(description="Counting"))
+@registry.method(
+    params=[
+        Param("steps", {"type": "integer", "minimum": 1}),
+        Param("gate", {"type": ["string", "null"]}, required=False),
+    ],
+    job=JobOptions(description="Counting"),
+)
 async def progress(ctx: CallContext, job: Job, steps: int, gate: str | None) -> int:
     """Report progress ``steps`` times; waits on ``gate`` halfway when given."""
     for i in range(1, steps + 1):
@@ -55,8 +89,7 @@ async def progress(ctx: CallContext, job: Job, steps: int, gate: str | None) -> 
     return steps
 
 
-@registry.method(params=[Param("count", {"type": "integer", "minimum": 1})],
-                 job=JobOptions())
+@registry.method(params=[Param("count", {"type": "integer", "minimum": 1})], job=JobOptions())
 async def flood(ctx: CallContext, job: Job, count: int) -> int:
     """Call set_progress ``count`` times as fast as possible."""
     for i in range(count):
@@ -78,17 +111,17 @@ async def wait(ctx: CallContext, job: Job, gate: str) -> str:
     return gate
 
 
-@registry.method(params=[Param("gate", NAME)],
-                 job=JobOptions(abortable=False))
+@registry.method(params=[Param("gate", NAME)], job=JobOptions(abortable=False))
 async def stubborn(ctx: CallContext, job: Job, gate: str) -> str:
     """Like test.wait but not abortable."""
     await _gate(gate).wait()
     return gate
 
 
-@registry.method(params=[Param("lock", NAME), Param("gate", NAME)],
-                 job=JobOptions(lock=lambda args: f"test:{args[0]}", lock_queue_size=1,
-                                abortable=True))
+@registry.method(
+    params=[Param("lock", NAME), Param("gate", NAME)],
+    job=JobOptions(lock=lambda args: f"test:{args[0]}", lock_queue_size=1, abortable=True),
+)
 async def locked(ctx: CallContext, job: Job, lock: str, gate: str) -> int:
     """Hold ``lock`` until ``gate`` opens; at most one call waits, later ones merge."""
     job.set_progress(50, f"holding {lock}")
@@ -96,24 +129,28 @@ async def locked(ctx: CallContext, job: Job, lock: str, gate: str) -> int:
     return job.id
 
 
-@registry.method(params=[Param("gate", NAME)],
-                 job=JobOptions(lock="test.exclusive", lock_queue_size=0, abortable=True))
+@registry.method(
+    params=[Param("gate", NAME)],
+    job=JobOptions(lock="test.exclusive", lock_queue_size=0, abortable=True),
+)
 async def exclusive(ctx: CallContext, job: Job, gate: str) -> bool:
     """Refused with EBUSY while another runs."""
     await _gate(gate).wait()
     return True
 
 
-@registry.method(params=[Param("user", NAME), Param("password", NAME, secret=True)],
-                 job=JobOptions(logs=True))
+@registry.method(
+    params=[Param("user", NAME), Param("password", NAME, secret=True)], job=JobOptions(logs=True)
+)
 async def secret(ctx: CallContext, job: Job, user: str, password: str) -> str:
     """A job with a secret argument; writes a log line."""
     job.log(f"connecting as {user}")
     return user
 
 
-@registry.method(params=[Param("gate", NAME)],
-                 job=JobOptions(retry_on_restart=True, abortable=True))
+@registry.method(
+    params=[Param("gate", NAME)], job=JobOptions(retry_on_restart=True, abortable=True)
+)
 async def retried(ctx: CallContext, job: Job, gate: str) -> str:
     """A job safe to re-run after a restart."""
     await _gate(gate).wait()
