@@ -30,11 +30,13 @@ from middlewared.jobs.manager import COLLECTION, JobManager
 from middlewared.jobs.store import JobStore
 from middlewared.registry import Registry
 from middlewared.rpc.dispatcher import Dispatcher
+from middlewared.store.snapshot import validate_and_upgrade
 from middlewared.store.sqlite import SQLiteStore
+from middlewared.transfers import Transfers
 
 log = logging.getLogger(__name__)
 
-CORE_SERVICES = ("core", "auth", "users", "api_keys", "discover")
+CORE_SERVICES = ("core", "files", "auth", "users", "api_keys", "discover")
 
 
 class Middleware:
@@ -51,6 +53,7 @@ class Middleware:
         self.job_store = JobStore(self.store)
         self.jobs = JobManager(self.job_store, self.bus, config.logs_dir, self._invoke_job)
         self.dispatcher = Dispatcher(self, self.jobs)
+        self.transfers = Transfers(config, self.jobs)
         self.registries: list[Registry] = []
         self.started = time.time()
         self._retention_task: asyncio.Task[None] | None = None
@@ -85,6 +88,7 @@ class Middleware:
         self.config.logs_dir.mkdir(parents=True, exist_ok=True)
         for root in self.config.roots:
             root.mkdir(parents=True, exist_ok=True)
+        self.transfers.prepare()
         await self.store.open()
         await self.directory.load()
         await self._ensure_root()
@@ -104,6 +108,7 @@ class Middleware:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retention_task
         await self.jobs.shutdown(self.config.shutdown_grace_seconds)
+        self.transfers.close()
         for registry in reversed(self.registries):
             for hook in registry.shutdown_hooks:
                 await _maybe_await(hook(self))
@@ -155,6 +160,21 @@ class Middleware:
             self.jobs.publish_removed(ids)
             total += len(ids)
             log.info("retention: %d finished jobs purged", len(ids))
+
+    # -- snapshots (config.save / config.upload) ----------------------------------------
+    async def backup(self, dest: Path) -> None:
+        """A consistent online snapshot of the store, written to ``dest``."""
+        await self.store.backup(dest)
+
+    async def restore(self, src: Path) -> int:
+        """Validate the snapshot at ``src`` (a private copy), then take its users, API keys
+        and settings; jobs here are kept. Returns the snapshot's schema version."""
+        version = await asyncio.to_thread(validate_and_upgrade, src)
+        await self.store.restore(src)
+        await self.directory.load()
+        await self.job_store.load_counter()
+        log.warning("configuration restored from a snapshot (schema %d)", version)
+        return version
 
     # -- calls --------------------------------------------------------------------------
     async def call(

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from middlewared import __version__
-from middlewared.config import Limits, LoginThrottle, Retention, ServerConfig
+from middlewared.config import Limits, LoginThrottle, Retention, ServerConfig, Transfers
 from middlewared.errors import MiddlewareError
 
 log = logging.getLogger("middlewared")
@@ -64,6 +64,24 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--login-max-failures", type=int, default=LoginThrottle.max_failures)
     p.add_argument("--login-window", type=float, default=LoginThrottle.window_seconds)
     p.add_argument("--shutdown-grace", type=float, default=10.0)
+    p.add_argument(
+        "--max-upload-size",
+        type=int,
+        default=Transfers.max_upload_bytes,
+        help="bytes; larger uploads get 413",
+    )
+    p.add_argument(
+        "--download-start-timeout",
+        type=float,
+        default=Transfers.download_start_seconds,
+        help="seconds an unbuffered download has to start before its job is aborted",
+    )
+    p.add_argument(
+        "--download-keep",
+        type=float,
+        default=Transfers.download_keep_seconds,
+        help="seconds buffered output is kept after its job ends",
+    )
     return p
 
 
@@ -86,6 +104,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         login_throttle=LoginThrottle(args.login_max_failures, args.login_window),
         durability=args.durability,
         shutdown_grace_seconds=args.shutdown_grace,
+        transfers=Transfers(args.max_upload_size, args.download_start_timeout, args.download_keep),
     )
 
 

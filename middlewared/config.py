@@ -38,6 +38,18 @@ class LoginThrottle:
 
 
 @dataclass(frozen=True)
+class Transfers:
+    """File transfers in and out of jobs."""
+
+    # Largest upload accepted (all files of one request); past it: 413.
+    max_upload_bytes: int = 64 * 1024**3
+    # An unbuffered download must start within this, or its job is aborted (URL: 410).
+    download_start_seconds: float = 60.0
+    # Buffered output is kept this long after its job ended, then removed (URL: 410).
+    download_keep_seconds: float = 3600.0
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 6000
@@ -48,6 +60,7 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
     retention: Retention = field(default_factory=Retention)
     login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    transfers: Transfers = field(default_factory=Transfers)
     # "full": fsync each group commit (survives power loss); "normal": survives a crash.
     durability: str = "full"
     # Seconds given to running jobs to end on SIGTERM before they are aborted.
@@ -60,6 +73,11 @@ class ServerConfig:
     @property
     def logs_dir(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Uploads and buffered downloads in transit (emptied at start)."""
+        return self.data_dir / "spool"
 
     @property
     def roots(self) -> tuple[Path, ...]:

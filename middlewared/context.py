@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from middlewared.auth.credentials import Credentials
@@ -24,6 +25,10 @@ class ServerApi(Protocol):
         credentials: Credentials | None = None,
         job: Job | None = None,
     ) -> Any: ...
+
+    async def backup(self, dest: Path) -> None: ...
+
+    async def restore(self, src: Path) -> int: ...
 
 
 class SessionApi(Protocol):

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import secrets
 import shutil
 import stat as st
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from middlewared.context import CallContext
 from middlewared.errors import ValidationErrors
 from middlewared.jobs.job import Job
+from middlewared.jobs.pipes import UploadedFile
 from middlewared.registry import JobOptions, Param, Registry
 
 from .paths import confine
@@ -180,3 +182,135 @@ async def copy(ctx: CallContext, job: Job, src: str, dst: str) -> bool:
         raise
     job.log(f"copied {copier.done} bytes in {len(entries)} entries from {source} to {target}")
     return True
+
+
+@registry.method(
+    params=[Param("path", PATH)],
+    returns={"type": "null"},
+    job=JobOptions(
+        pipes=frozenset({"output"}), abortable=True, description=lambda args: f"Sending {args[0]}"
+    ),
+)
+async def get(ctx: CallContext, job: Job, path: str) -> None:
+    """Send a file to the output pipe: ``core.download("filesystem.get", [path], name)``."""
+    real = await asyncio.to_thread(confine, "path", path, ctx.config.roots)
+    output = job.pipes.output
+    assert output is not None
+    with await asyncio.to_thread(_open_regular, real) as f:
+        size = os.fstat(f.fileno()).st_size
+        sent = 0
+        while chunk := await asyncio.to_thread(f.read, CHUNK):
+            await output.write(chunk)
+            sent += len(chunk)
+            job.set_progress(100 * sent / size if size else 100, f"Sent {sent} of {size} bytes")
+
+
+def _open_regular(path: Path) -> BinaryIO:
+    """Open for reading, refusing what is not a regular file (a FIFO would block forever)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    if not st.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ValidationErrors([("path", "Not a regular file", errno.EINVAL)])
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+PUT_OPTIONS = {
+    "type": "object",
+    "properties": {
+        "overwrite": {"type": "boolean", "description": "replace an existing file"},
+        "mode": {"type": "integer", "minimum": 0, "maximum": 0o7777},
+    },
+    "additionalProperties": False,
+}
+
+
+def _targets(path: Path, names: list[str]) -> list[Path]:
+    """Into ``path`` (a directory) each file goes by its own name; else to ``path``."""
+    if path.is_dir():
+        return [path / _safe_name(n) for n in names]
+    return [path]
+
+
+def _safe_name(name: str) -> str:
+    base = os.path.basename(name.replace("\\", "/"))
+    if base in ("", ".", "..") or "\x00" in base:
+        raise ValidationErrors([("file", f"Bad file name {name!r}", errno.EINVAL)])
+    return base
+
+
+def _check_target(target: Path, overwrite: bool, roots: tuple[Path, ...]) -> Path:
+    real = confine("path", str(target), roots, must_exist=False)
+    if os.path.lexists(real) and (not overwrite or not real.is_file() or real.is_symlink()):
+        raise ValidationErrors([("path", f"{real} already exists", errno.EEXIST)])
+    if not real.parent.is_dir():
+        raise ValidationErrors([("path", "Parent directory does not exist", errno.ENOENT)])
+    return real
+
+
+class _Receiver:
+    def __init__(self, job: Job, expected: int | None) -> None:
+        self.job = job
+        self.expected = expected
+        self.received = 0
+
+    def report(self) -> None:
+        percent = min(99.0, 100 * self.received / self.expected) if self.expected else None
+        self.job.set_progress(percent, f"Received {self.received} bytes")
+
+    async def save(self, source: UploadedFile, real: Path, mode: int) -> None:
+        """Write to a temporary name beside the target, fsync, then rename: atomic."""
+        tmp = real.parent / f".{real.name}.{secrets.token_hex(6)}.part"
+        try:
+            with tmp.open("xb") as out:
+                async for chunk in source.chunks():
+                    await asyncio.to_thread(out.write, chunk)
+                    self.received += len(chunk)
+                    self.report()
+                await asyncio.to_thread(_sync, out, mode)
+            await asyncio.to_thread(os.replace, tmp, real)
+        except BaseException:
+            await asyncio.shield(asyncio.to_thread(tmp.unlink, True))
+            raise
+
+
+def _sync(f: BinaryIO, mode: int) -> None:
+    f.flush()
+    os.fchmod(f.fileno(), mode)
+    os.fsync(f.fileno())
+
+
+@registry.method(
+    params=[Param("path", PATH), Param("options", PUT_OPTIONS, required=False, default={})],
+    returns={"type": "array", "items": {"type": "string"}},
+    job=JobOptions(
+        pipes=frozenset({"input"}),
+        abortable=True,
+        lock=lambda args: f"filesystem.put:{args[0]}",
+        lock_queue_size=None,
+        description=lambda args: f"Receiving {args[0]}",
+    ),
+)
+async def put(ctx: CallContext, job: Job, path: str, options: dict[str, Any]) -> list[str]:
+    """Write uploaded file(s) atomically: to ``path``, or into it by name when it is a
+    directory. Upload through ``POST /_upload``. Returns the paths written."""
+    pipe = job.pipes.input
+    assert pipe is not None
+    roots = ctx.config.roots
+    real_path = await asyncio.to_thread(confine, "path", path, roots, False)
+    receiver = _Receiver(job, pipe.expected_bytes)
+    written: list[str] = []
+    async for source in pipe:
+        if written and not await asyncio.to_thread(real_path.is_dir):
+            raise ValidationErrors(
+                [("path", "Several files need an existing directory", errno.ENOTDIR)]
+            )
+        (target,) = await asyncio.to_thread(_targets, real_path, [source.filename])
+        real = await asyncio.to_thread(
+            _check_target, target, options.get("overwrite", False), roots
+        )
+        await receiver.save(source, real, options.get("mode", 0o644))
+        written.append(str(real))
+    if not written:
+        raise ValidationErrors([("file", "No file was uploaded", errno.ENOENT)])
+    return written

@@ -9,7 +9,13 @@ from typing import Any, Literal, overload
 
 from middlewared.errors import MiddlewareError
 from middlewared_client.connection import Connection
-from middlewared_client.errors import ClientClosed, ClientError, ConnectionLost, error_from_rpc
+from middlewared_client.errors import (
+    CallTimeout,
+    ClientClosed,
+    ClientError,
+    ConnectionLost,
+    error_from_rpc,
+)
 from middlewared_client.jobs import JobHandle, JobTracker, ProgressCallback
 from middlewared_client.link import Link, login
 from middlewared_client.options import DEFAULT_MAX_SIZE, DEFAULT_URL, ClientOptions, Credentials
@@ -250,8 +256,18 @@ class AsyncClient:
         if not self._subs.has_listeners(JOBS_COLLECTION, internal=True):
             self._subs.add(Listener(JOBS_COLLECTION, self._jobs.on_event, internal=True))
         conn = await self._link.current()
-        async with asyncio.timeout(reply_timeout):
-            await self._subs.ensure_server(JOBS_COLLECTION, lambda n: self._subscribe_on(conn, n))
+        try:
+            async with asyncio.timeout(reply_timeout):
+                await self._subs.ensure_server(
+                    JOBS_COLLECTION, lambda n: self._subscribe_on(conn, n)
+                )
+        except TimeoutError:
+            raise CallTimeout(f"No reply to core.subscribe within {reply_timeout} s") from None
+        except MiddlewareError as exc:
+            if isinstance(exc, ClientError):
+                raise
+            # Refused (not logged in, say): the call goes on, and its reply tells why.
+            log.info("no job events for %s: %s", method, exc)
         handle = JobHandle(conn.next_id(), method, self)
         if on_progress is not None:
             handle.add_progress_callback(on_progress)

@@ -46,7 +46,8 @@ class Connection:
         self._pending: dict[str, tuple[str, asyncio.Future[Any]]] = {}
         self._prefix = uuid.uuid4().hex[:12]
         self._ids = itertools.count(1)
-        self._close_error: Callable[[], MiddlewareError] = ConnectionLost
+        self._close_error: Callable[[], MiddlewareError] = self._lost
+        self._close_reason = ""
         self.closed = asyncio.Event()
         self._reader = asyncio.create_task(self._read(), name="middlewared-client-reader")
 
@@ -64,10 +65,6 @@ class Connection:
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             raise _connect_error(url, exc) from exc
         return cls(ws, on_notification)
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._pending)
 
     def next_id(self) -> str:
         # Unique across connections: job events carry call ids from every client.
@@ -109,15 +106,24 @@ class Connection:
         await self._ws.close()
         await asyncio.wait([self._reader])
 
+    def _lost(self) -> MiddlewareError:
+        reason = f"Connection lost: {self._close_reason}" if self._close_reason else None
+        return ConnectionLost(reason) if reason else ConnectionLost()
+
     async def _read(self) -> None:
         try:
             async for frame in self._ws:
                 self._on_frame(frame)
         except ConnectionClosed as exc:
             log.info("connection closed: %s", exc)
-        except Exception:
+            self._close_reason = str(exc)
+        except Exception as exc:
             log.exception("connection reader failed")
+            self._close_reason = f"{type(exc).__name__}: {exc}"
         finally:
+            if not self._close_reason and self._ws.close_code is not None:
+                self._close_reason = f"closed with code {self._ws.close_code}"
+                self._close_reason += f" ({self._ws.close_reason})" if self._ws.close_reason else ""
             pending, self._pending = self._pending, {}
             for _method, future in pending.values():
                 if not future.done():

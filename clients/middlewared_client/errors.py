@@ -158,10 +158,3 @@ def error_from_rpc(error: Any, method: str | None = None) -> MiddlewareError:
     if isinstance(trace, dict) and isinstance(trace.get("formatted"), str):
         exc.add_note(f"Remote traceback ({trace.get('class', '?')}):\n{trace['formatted']}")
     return exc
-
-
-def describe(exc: BaseException) -> str:
-    """One line for a user: ``[ERRNAME] reason``."""
-    if isinstance(exc, MiddlewareError):
-        return f"[{errname(exc.errno)}] {exc.reason}"
-    return f"[{type(exc).__name__}] {exc}"

@@ -100,6 +100,15 @@ async def _call(client: AsyncClient, args: argparse.Namespace) -> int:
         handle = await client.call(args.method, *params, job=True, on_progress=bar.update)
         try:
             result = await handle.result()
+        except asyncio.CancelledError:  # Ctrl-C: the job itself goes on, say how to stop it
+            bar.finish()
+            if handle.id is not None:
+                print(
+                    f"midclt: job {handle.id} goes on; stop it with: "
+                    f"midclt call core.job_abort {handle.id}",
+                    file=sys.stderr,
+                )
+            raise
         finally:
             bar.finish()
     print(format_result(result), flush=True)
@@ -163,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"midclt: {format_error(exc)}", file=sys.stderr)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (``midclt subscribe ... | head``): not worth a traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
     return EXIT_ERROR
 
 

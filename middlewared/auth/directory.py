@@ -108,6 +108,9 @@ class Directory:
         self.keys: dict[int, ApiKey] = {}
 
     async def load(self) -> None:
+        """(Re)load every user and key from the store."""
+        self.users.clear()
+        self.keys.clear()
         for r in await self.store.fetch("all_users"):
             self.users[int(r["id"])] = User(
                 int(r["id"]),

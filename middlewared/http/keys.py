@@ -8,4 +8,4 @@ from middlewared.app import Middleware
 from middlewared.ws.session import Session
 
 MIDDLEWARE = web.AppKey("middleware", Middleware)
-SESSIONS = web.AppKey("sessions", set[Session])
+SESSIONS: web.AppKey[set[Session]] = web.AppKey("sessions")

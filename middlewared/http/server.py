@@ -10,10 +10,15 @@ from typing import Any
 from aiohttp import web
 
 from middlewared.app import Middleware
+from middlewared.http.download import download_handler
 from middlewared.http.keys import MIDDLEWARE, SESSIONS
+from middlewared.http.upload import upload_handler
 from middlewared.http.websocket import websocket_handler
+from middlewared.ws.session import Session
 
 log = logging.getLogger(__name__)
+
+GOING_AWAY = 1001
 
 
 @web.middleware
@@ -41,6 +46,9 @@ def build_app(middleware: Middleware) -> web.Application:
     app[MIDDLEWARE] = middleware
     app[SESSIONS] = set()
     app.router.add_get("/api/current", websocket_handler)
+    app.router.add_post("/_upload", upload_handler)
+    app.router.add_post("/_upload/", upload_handler)
+    app.router.add_get("/_download/{job_id}", download_handler)
     return app
 
 
@@ -48,7 +56,7 @@ async def serve(middleware: Middleware) -> None:
     """Start, print where we listen, run until SIGTERM/SIGINT, then stop gracefully."""
     await middleware.start()
     app = build_app(middleware)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
     config = middleware.config
     site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
@@ -67,6 +75,11 @@ async def serve(middleware: Middleware) -> None:
         # Jobs end (or are aborted) while their callers are still connected to hear it.
         await middleware.stop()
         await site.stop()
+        sessions: set[Session] = app[SESSIONS]
+        await asyncio.gather(
+            *(s.transport.close(GOING_AWAY, "Server shutting down") for s in list(sessions)),
+            return_exceptions=True,
+        )
         await runner.cleanup()
 
 

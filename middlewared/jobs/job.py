@@ -12,6 +12,7 @@ from typing import Any
 from middlewared.auth.credentials import Credentials
 from middlewared.errors import MiddlewareError, ValidationErrors, errname
 from middlewared.jobs.logs import JobLog
+from middlewared.jobs.pipes import Pipes
 from middlewared.registry import JobOptions
 
 
@@ -85,6 +86,7 @@ class Job:
         self.done.add_done_callback(_consume_exception)
         self.persisted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.task: asyncio.Task[None] | None = None
+        self.pipes = Pipes()
 
     # -- what plugin methods call -------------------------------------------------------
     def set_progress(

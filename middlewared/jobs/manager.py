@@ -15,6 +15,7 @@ from middlewared.events.bus import ADDED, CHANGED, REMOVED, Event, EventBus
 from middlewared.jobs.job import ENDED, Job, JobState, now_ms
 from middlewared.jobs.locks import Locks
 from middlewared.jobs.logs import JobLog
+from middlewared.jobs.pipes import Pipes
 from middlewared.jobs.progress import ProgressCoalescer
 from middlewared.jobs.store import JobStore
 from middlewared.registry import JobOptions, MethodSpec
@@ -60,14 +61,18 @@ class JobManager:
         shown_args: list[Any],
         credentials: Credentials,
         message_id: Any = None,
+        pipes: Pipes | None = None,
     ) -> Job:
-        """Create (or merge into) a job and return it once it is durably recorded."""
+        """Create (or merge into) a job and return it once it is durably recorded.
+
+        A call that opens pipes always gets a job of its own (pipes cannot be shared).
+        """
         options = spec.job
         assert options is not None, f"{spec.name} is not a job"
         if not self._accepting:
             raise CallError("The server is shutting down", errno.ESHUTDOWN)
         lock_key = _resolve(options.lock, args)
-        if lock_key is not None:
+        if lock_key is not None and pipes is None:
             merged = await self._merge(lock_key, options, message_id)
             if merged is not None:
                 return merged
@@ -82,6 +87,8 @@ class JobManager:
             lock_key=lock_key,
             description=_resolve(options.description, args),
         )
+        if pipes is not None:
+            job.pipes = pipes
         self._start(job)
         await job.persisted
         return job
@@ -126,8 +133,9 @@ class JobManager:
             self._publish(job, ADDED)
             log.debug("job %d (%s) queued", job.id, job.method)
             await self._execute(job)
-        except asyncio.CancelledError:
-            await self._end(job, JobState.ABORTED, JobAborted(self._abort_reason))
+        except asyncio.CancelledError as e:
+            reason = e.args[0] if e.args and isinstance(e.args[0], str) else self._abort_reason
+            await self._end(job, JobState.ABORTED, JobAborted(reason))
         except Exception as e:
             await self._end(job, JobState.FAILED, e)
         finally:
@@ -144,6 +152,7 @@ class JobManager:
             job.transition(JobState.RUNNING)
             self._persist_and_publish(job)
             log.info("job %d (%s) running", job.id, job.method)
+            _check_pipes(job)
             if job.options.timeout is not None:
                 try:
                     async with asyncio.timeout(job.options.timeout):
@@ -176,6 +185,7 @@ class JobManager:
             job.set_failure(exc, aborted=state is JobState.ABORTED)
         job.transition(state)
         self._progress.forget(job)
+        await _close_pipes(job, state)
         if job.logs is not None:
             job.logs_excerpt = job.logs.close()
         if not job.options.transient:
@@ -318,11 +328,31 @@ class JobManager:
         self._abort_reason = "Job aborted: the server is shutting down"
         for job in list(self.live.values()):
             if job.task is not None and not job.task.done():
-                job.task.cancel()
+                job.task.cancel(self._abort_reason)
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def ended_live_ids(self) -> list[int]:
         return [j.id for j in self.live.values() if j.state in ENDED]
+
+
+def _check_pipes(job: Job) -> None:
+    missing = job.options.pipes - job.pipes.opened
+    if missing and job.options.check_pipes:
+        how = {"input": "upload through POST /_upload", "output": "call it via core.download"}
+        raise CallError(
+            f"{job.method} needs its {' and '.join(sorted(missing))} pipe: "
+            + "; ".join(how[m] for m in sorted(missing)),
+            errno.EPIPE,
+        )
+
+
+async def _close_pipes(job: Job, state: JobState) -> None:
+    """End of the job: downloaders see the end (or the failure); uploads are removed."""
+    if job.pipes.output is not None:
+        await job.pipes.output.close(None if state is JobState.SUCCESS else job.error)
+    if job.pipes.input is not None:
+        await job.pipes.input.close(None)
+        job.pipes.input.discard()
 
 
 def _chain(source: asyncio.Future[None], target: asyncio.Future[None]) -> None:

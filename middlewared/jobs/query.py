@@ -55,7 +55,8 @@ async def query_jobs(app: Middleware, creds: Credentials, filters: Any, options:
     ]
     live_matches = [r for r in live if flt.matches(r)]
     dialect = app.store.dialect
-    compiled = compile_where(flt, COLUMNS, dialect)
+    # Compile with "?" placeholders, add ours, and render the whole statement once.
+    compiled = compile_where(flt, COLUMNS, dataclasses.replace(dialect, paramstyle="qmark"))
     where = [compiled.sql, ENDED_SQL]
     params = list(compiled.params)
     if not creds.admin:
@@ -98,7 +99,7 @@ async def _paged(
     if opts.get and not opts.limit:
         limit = opts.offset + 1 - skip
     sql = f"SELECT record FROM jobs WHERE {where_sql} ORDER BY {order_sql} LIMIT ? OFFSET ?"
-    rows = await app.store.fetch_sql(sql, [*params, limit, skip])
+    rows = await app.store.fetch_sql(app.store.dialect.render(sql), [*params, limit, skip])
     stored = [_decode(r, creds.admin) for r in rows]
     rest = dataclasses.replace(opts, order_by=order, offset=opts.offset - skip)
     return apply_options(stored + live_matches, rest)
@@ -115,7 +116,8 @@ async def _scan(
     live_matches: list[dict[str, Any]],
 ) -> Any:
     """A condition or an order SQL cannot express: narrow in SQL, finish in Python."""
-    rows = await app.store.fetch_sql(f"SELECT record FROM jobs WHERE {where_sql}", params)
+    sql = app.store.dialect.render(f"SELECT record FROM jobs WHERE {where_sql}")
+    rows = await app.store.fetch_sql(sql, params)
     stored = [_decode(r, creds.admin) for r in rows]
     if residual is not None:
         stored = [r for r in stored if residual.matches(r)]

@@ -54,8 +54,9 @@ class JobStore:
         self._next_id = 1
 
     async def load_counter(self) -> None:
+        """Never move the counter back: ids handed out but not yet stored stay taken."""
         row = await self.store.fetch_one("get_counter", name="jobs")
-        self._next_id = int(row["value"]) + 1 if row else 1
+        self._next_id = max(self._next_id, int(row["value"]) + 1 if row else 1)
 
     def allocate_id(self) -> int:
         """Ids are never reused: the counter is raised in the insert's own transaction."""

@@ -294,9 +294,10 @@ class Cond:
         if problem is not None:
             raise ValueError(problem)
         base, ci = split_op(self.op) or (self.op, False)
-        operand, date_operand = _operands(base, ci, self.value)
+        value = freeze(self.value)
+        operand, date_operand = _operands(base, ci, value)
         derived = {
-            "value": freeze(self.value),
+            "value": value,
             "path": split_field(self.field),
             "base_op": base,
             "ci": ci,

@@ -23,8 +23,9 @@ _P: Final = "?"
 class Column:
     """A queryable field stored in a column.
 
-    The contract: the record's field is always present and holds a value of this kind or null
-    (``int``, ``float``: numbers; ``text``: strings; ``bool``: booleans; ``date``: a
+    The contract: the record's field is always present and holds a value of this kind or null,
+    stored as is: ``int`` (64-bit), ``float`` (ints within 2**53), ``text`` (no NUL), ``bool``
+    (stored as the integers 0 and 1, as the portable schema does), ``date`` (a
     ``{"$date": ms}`` object, stored as the integer milliseconds).
     """
 
@@ -52,6 +53,11 @@ class Dialect:
     lower_template: str  # ASCII-only lowering of a text expression
     text_collation: str  # appended to text in ordering comparisons and ORDER BY
     typed_params: bool  # wrap parameters in CAST(... AS type)
+
+    def __post_init__(self) -> None:
+        texts = (self.contains_function, self.lower_template, self.text_collation)
+        if any(_P in text or "%" in text for text in texts):
+            raise ValueError("dialect SQL fragments must not contain '?' or '%'")
 
     def render(self, sql: str, start: int = 1) -> str:
         """Turn internal placeholders into this dialect's; ``$n`` numbering begins at start."""
@@ -99,7 +105,7 @@ _PG_TYPES: Final[Mapping[str, str]] = {
     "date": "bigint",
     "float": "double precision",
     "text": "text",
-    "bool": "boolean",
+    "bool": "integer",
 }
 
 
@@ -123,7 +129,7 @@ class _Target:
         if kind == "text":
             return value if isinstance(value, str) else _UNFIT
         if kind == "bool":
-            return value if isinstance(value, bool) else _UNFIT
+            return int(value) if isinstance(value, bool) else _UNFIT
         if not is_number(value):
             return _UNFIT
         if kind == "float":

@@ -54,6 +54,10 @@ class Store(abc.ABC):
     async def backup(self, dest: Path) -> None:
         """Write a consistent snapshot of the whole store to ``dest``."""
 
+    @abc.abstractmethod
+    async def restore(self, src: Path) -> None:
+        """Take users, keys and settings from a validated snapshot; keep every job here."""
+
     async def fetch_one(self, query: str, **params: Any) -> Row | None:
         rows = await self.fetch(query, **params)
         return rows[0] if rows else None

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+from collections.abc import Awaitable, Callable
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -15,14 +16,15 @@ import aiosqlite
 from middlewared.errors import CallError
 from middlewared.query.sql import SQLITE
 from middlewared.store.base import Op, Row, Store
-from middlewared.store.queries import SCHEMA_VERSION, migrations, queries
+from middlewared.store.queries import SCHEMA_VERSION, migrations, queries, split_statements
 
 log = logging.getLogger(__name__)
 
 # Most writes a single group commit takes; the rest wait for the next one.
 MAX_BATCH = 2000
 
-_Pending = tuple[list[Op], asyncio.Future[None]]
+Exclusive = Callable[[aiosqlite.Connection], Awaitable[None]]
+_Pending = tuple[list[Op] | Exclusive, asyncio.Future[None]]
 
 
 class SQLiteStore(Store):
@@ -113,24 +115,57 @@ class SQLiteStore(Store):
         return fut
 
     async def _run_writer(self) -> None:
-        """Take every write waiting, commit them in one transaction, wake their writers."""
+        """Take every write waiting, commit them in one transaction, wake their writers.
+
+        An exclusive task (a restore) runs alone, between two group commits.
+        """
         stop = False
+        pending: _Pending | None = None
         while not stop:
-            first = await self._queue.get()
+            first = pending or await self._queue.get()
+            pending = None
             if first is None:
                 break
+            if callable(first[0]):
+                await self._exclusive(first[0], first[1])
+                continue
             batch = [first]
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 item = self._queue.get_nowait()
                 if item is None:
                     stop = True
                     break
+                if callable(item[0]):
+                    pending = item
+                    break
                 batch.append(item)
             await self._commit(batch)
+        if pending is not None:
+            await self._exclusive(pending[0], pending[1])  # type: ignore[arg-type]
+
+    async def _exclusive(self, task: Exclusive, fut: asyncio.Future[None]) -> None:
+        assert self._writer is not None
+        try:
+            await task(self._writer)
+        except Exception as e:
+            if not fut.done():
+                fut.set_exception(e)
+        else:
+            if not fut.done():
+                fut.set_result(None)
+
+    def run_exclusive(self, task: Exclusive) -> asyncio.Future[None]:
+        """Run ``task`` on the writer connection with no other write in between."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._task is None or self._task.done():
+            fut.set_exception(CallError("The store is closed"))
+        else:
+            self._queue.put_nowait((task, fut))
+        return fut
 
     async def _commit(self, batch: list[_Pending]) -> None:
         assert self._writer is not None
-        ops = [op for ops, _ in batch for op in ops]
+        ops = [op for ops, _ in batch if isinstance(ops, list) for op in ops]
         try:
             await self._apply(ops)
         except Exception as e:
@@ -145,6 +180,7 @@ class SQLiteStore(Store):
     async def _commit_singly(self, batch: list[_Pending]) -> None:
         for ops, fut in batch:
             try:
+                assert isinstance(ops, list)
                 await self._apply(ops)
             except Exception as e:
                 if not fut.done():
@@ -173,3 +209,23 @@ class SQLiteStore(Store):
             await self._reader.backup(target)
         finally:
             await target.close()
+
+    async def restore(self, src: Path) -> None:
+        """Replace users, API keys and settings with those of a validated snapshot; add its
+        finished jobs that are not here. Jobs here are never removed, ids never reused."""
+        await self.run_exclusive(lambda conn: _restore(conn, src))
+
+
+async def _restore(conn: aiosqlite.Connection, src: Path) -> None:
+    await conn.execute("ATTACH DATABASE ? AS bak", (str(src),))
+    try:
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            for stmt in split_statements(queries()["restore_config"]):
+                await conn.execute(stmt)
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+    finally:
+        await conn.execute("DETACH DATABASE bak")

@@ -84,8 +84,9 @@ async def test_login_later_and_calls_before_login_are_refused(server: ServerProc
         with pytest.raises(NotAuthenticated) as info:
             await client.call("core.get_jobs")
         assert info.value.errno == ENOTAUTHENTICATED
-        with pytest.raises(LoginFailed):
-            await client.login("root", "wrong")
+        handle = await client.call("test.progress", 1, job=True)
+        with pytest.raises(NotAuthenticated):
+            await handle.result(timeout=WAIT)
         await client.login("root", server.password)
         assert isinstance(await client.call("core.get_jobs", [], {"limit": 1}), list)
 
@@ -265,15 +266,21 @@ def test_bad_password_fails_both_clients(make_server: Callable[..., ServerProc])
     fresh_server = make_server()
     with pytest.raises(LoginFailed):
         Client(fresh_server.ws_url, username="root", password="wrong")
-    with pytest.raises(LoginFailed):
-        asyncio.run(connect_with(fresh_server.ws_url, "root", "wrong"))
+    asyncio.run(bad_then_good_login(fresh_server))
     with Client(fresh_server.ws_url, username="root", password=fresh_server.password) as client:
         assert client.call("core.ping") == "pong"
 
 
-async def connect_with(url: str, username: str, password: str) -> None:
-    client = await AsyncClient.connect(url, username=username, password=password)
-    await client.close()
+async def bad_then_good_login(server: ServerProc) -> None:
+    with pytest.raises(LoginFailed):
+        await AsyncClient.connect(server.ws_url, username="root", password="wrong")
+    async with AsyncClient.connect(server.ws_url) as client:
+        with pytest.raises(LoginFailed):
+            await client.login("root", "wrong")
+        with pytest.raises(NotAuthenticated):
+            await client.call("core.get_jobs")
+        await client.login("root", server.password)
+        assert await client.call("core.ping") == "pong"
 
 
 def free_port() -> int:
@@ -303,7 +310,8 @@ async def test_reconnect_fails_calls_in_flight_then_logs_in_and_resubscribes(
             await sleeper.result(timeout=WAIT)
         assert info.value.errno == errno.ECONNRESET
         assert client.jobs_in_flight == 0
-        pinned_server.start()
+        # Started from a thread, so that the client's attempts meet a closed port a while.
+        await asyncio.to_thread(pinned_server.start)
 
         # The next call waits for the reconnection, made with the same credentials.
         assert isinstance(await client.call("core.get_jobs", [], {"limit": 1}), list)

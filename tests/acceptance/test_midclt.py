@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -83,7 +84,8 @@ def test_unknown_method_exits_1_with_errname_and_reason(server: ServerProc) -> N
     assert "no.such_method" in done.stderr
 
 
-def test_bad_password_exits_1(server: ServerProc) -> None:
+def test_bad_password_exits_1(make_server: Callable[..., ServerProc]) -> None:
+    server = make_server()  # of its own: failed logins are rate limited per address
     done = midclt(server, "-U", "root", "-P", "wrong", "call", "core.ping", login=False)
     assert done.returncode == 1
     assert "midclt: login failed" in done.stderr

@@ -192,6 +192,10 @@ CASES: list[tuple[list[Any], tuple[int, ...], bool]] = [
     ([["state", ">", "RUNNING"]], (1, 4, 6, 8, 10), True),
     ([["state", "<", "b"]], ALL, True),
     ([["state", "C<", "b"]], (5,), True),
+    ([["state", "C>", "RUNNING"]], (1, 4, 6, 8, 10), True),
+    ([["state", "C>=", "success"]], (1, 4, 6, 8, 10), True),
+    ([["state", "C<=", "FAILED"]], (2, 5, 7), True),
+    ([["retries", "C>=", 3]], (5, 7), True),
     ([["description", "<", "E"]], (4, 9), True),
     ([["abortable", ">", False]], (1, 3, 5, 8, 9), True),
     ([["abortable", ">", 0]], (), False),
@@ -725,12 +729,17 @@ def _value_for(kind: str) -> st.SearchStrategy[Any]:
     return st.integers(0, 3).flatmap(lambda i: native if i else ANY_VALUE)
 
 
+TEXT_OPS = {"rin", "rnin", "~", "^", "!^", "$", "!$"}
+TEXT_FIELDS = sorted(f for f, kind in FILTER_FIELDS.items() if kind == "text")
+
+
 @st.composite
 def conditions(draw: st.DrawFn) -> list[Any]:
-    field = draw(st.sampled_from(sorted(FILTER_FIELDS)))
-    values = _value_for(FILTER_FIELDS[field])
     base = draw(st.sampled_from(sorted(BASE_OPS)))
     op = ("C" if base != "~" and draw(st.booleans()) else "") + base
+    text_field = base in TEXT_OPS and draw(st.integers(0, 3)) > 0
+    field = draw(st.sampled_from(TEXT_FIELDS if text_field else sorted(FILTER_FIELDS)))
+    values = _value_for(FILTER_FIELDS[field])
     value: Any
     if base in ("in", "nin"):
         value = draw(st.lists(values, max_size=3))

@@ -74,3 +74,22 @@ DELETE FROM api_keys WHERE username = :username;
 
 -- name: all_api_keys
 SELECT id, name, username, key_hash, allowlist, created, expires FROM api_keys ORDER BY id;
+
+-- name: restore_config
+-- Runs with the snapshot attached as "bak", in one transaction.
+DELETE FROM users;
+INSERT INTO users (id, username, full_name, password_hash, admin, locked, allowlist, created)
+SELECT id, username, full_name, password_hash, admin, locked, allowlist, created FROM bak.users;
+DELETE FROM api_keys;
+INSERT INTO api_keys (id, name, username, key_hash, allowlist, created, expires)
+SELECT id, name, username, key_hash, allowlist, created, expires FROM bak.api_keys;
+DELETE FROM meta;
+INSERT INTO meta (name, value) SELECT name, value FROM bak.meta;
+INSERT INTO jobs (id, method, state, owner, description, time_started, time_finished,
+                  progress_percent, error, retry_on_restart, record)
+SELECT id, method, state, owner, description, time_started, time_finished,
+       progress_percent, error, retry_on_restart, record
+FROM bak.jobs
+WHERE state IN ('SUCCESS', 'FAILED', 'ABORTED') AND id NOT IN (SELECT id FROM jobs);
+UPDATE counters SET value = (SELECT b.value FROM bak.counters b WHERE b.name = counters.name)
+WHERE value < (SELECT b.value FROM bak.counters b WHERE b.name = counters.name);

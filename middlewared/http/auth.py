@@ -1,0 +1,65 @@
+"""Credentials of an HTTP request: Basic, Bearer API key, Token, or ?auth_token=."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from aiohttp import web
+
+from middlewared.app import Middleware
+from middlewared.auth.credentials import CredentialKind, Credentials
+from middlewared.http.errors import http_error
+from middlewared.http.websocket import client_address
+
+
+def _refuse(reason: str) -> web.HTTPException:
+    return http_error(
+        web.HTTPUnauthorized, reason, headers={"WWW-Authenticate": 'Basic realm="middlewared"'}
+    )
+
+
+async def _check(app: Middleware, scheme: str, value: str) -> Credentials | None:
+    if scheme == "basic":
+        try:
+            username, _, password = base64.b64decode(value).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return await app.directory.check_password(username, password)
+    if scheme == "bearer":
+        return app.directory.check_api_key(value)
+    if scheme == "token":
+        token = app.tokens.use(value)
+        if token is None:
+            return None
+        base = token.credentials
+        return Credentials(
+            base.username,
+            base.admin,
+            CredentialKind.TOKEN,
+            base.allowlist,
+            base.key_allowlist,
+            base.api_key_id,
+        )
+    return None
+
+
+async def authenticate(request: web.Request, app: Middleware) -> Credentials:
+    """The caller's credentials, or a 401 (429 when this address failed too often)."""
+    header = request.headers.get("Authorization")
+    query_token = request.query.get("auth_token")
+    if header:
+        scheme, _, value = header.partition(" ")
+        scheme, value = scheme.lower(), value.strip()
+    elif query_token:
+        scheme, value = "token", query_token
+    else:
+        raise _refuse("No credentials: use Basic, Bearer <api key>, Token <token> or ?auth_token=")
+    remote = client_address(request)
+    if app.throttle.blocked(remote):
+        raise http_error(web.HTTPTooManyRequests, "Too many failed logins from this address")
+    creds = await _check(app, scheme, value)
+    if creds is None:
+        app.throttle.failed(remote)
+        raise _refuse("Invalid credentials")
+    return creds

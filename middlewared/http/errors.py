@@ -1,0 +1,28 @@
+"""HTTP refusals that always carry a JSON body saying why."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from middlewared import jsonc
+
+
+def http_error(
+    cls: type[web.HTTPException], reason: str, headers: dict[str, str] | None = None, **extra: Any
+) -> web.HTTPException:
+    body = {"error": reason, "status": cls.status_code, **extra}
+    return cls(text=jsonc.dumps(body), content_type="application/json", headers=headers)
+
+
+class PayloadTooLarge(web.HTTPClientError):
+    """413 without aiohttp's size arguments: the JSON body says the limit."""
+
+    status_code = 413
+
+
+class PartsOutOfOrder(web.HTTPClientError):
+    """405 as TrueNAS answers upload parts in the wrong order (no Allow header applies)."""
+
+    status_code = 405

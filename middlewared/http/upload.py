@@ -1,0 +1,119 @@
+"""POST /_upload: multipart ``data`` (JSON method and params) then ``file`` parts, streamed
+into a new job's input pipe; answers ``{"job_id": N}`` once the upload is accepted."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import BodyPartReader, MultipartReader, web
+
+from middlewared import jsonc
+from middlewared.app import Middleware
+from middlewared.auth.credentials import Credentials
+from middlewared.errors import MethodNotFound, MiddlewareError, PermissionDenied
+from middlewared.http.auth import authenticate
+from middlewared.http.errors import PartsOutOfOrder, PayloadTooLarge, http_error
+from middlewared.http.keys import MIDDLEWARE
+from middlewared.jobs.job import Job
+from middlewared.jobs.pipes import InputPipe, Pipes
+from middlewared.rpc.schema import redact
+
+log = logging.getLogger(__name__)
+
+MAX_DATA_PART = 1024 * 1024
+# Read from the request in pieces this big (aiohttp waits to fill a piece).
+PIECE = 256 * 1024
+
+
+async def _data_part(reader: MultipartReader) -> tuple[str, Any]:
+    part = await reader.next()
+    if part is None:
+        raise http_error(web.HTTPBadRequest, "Empty upload: expected a 'data' part then files")
+    if not isinstance(part, BodyPartReader) or part.name != "data":
+        raise http_error(PartsOutOfOrder, "The first part must be 'data'")
+    raw = bytearray()
+    while chunk := await part.read_chunk(64 * 1024):
+        raw += chunk
+        if len(raw) > MAX_DATA_PART:
+            raise http_error(PayloadTooLarge, "The 'data' part is too large")
+    try:
+        data = jsonc.loads(bytes(raw))
+    except jsonc.JSONDecodeError as e:
+        raise http_error(web.HTTPBadRequest, f"The 'data' part is not valid JSON: {e}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("method"), str):
+        raise http_error(web.HTTPBadRequest, '\'data\' must be {"method": ..., "params": [...]}')
+    params = data.get("params", [])
+    if not isinstance(params, list | dict):
+        raise http_error(web.HTTPBadRequest, "'params' must be an array or an object")
+    return data["method"], params
+
+
+async def _start_job(
+    app: Middleware, creds: Credentials, method: str, params: Any, pipe: InputPipe
+) -> Job:
+    try:
+        mounted = app.dispatcher.resolve(method, creds)
+    except MethodNotFound:
+        raise http_error(web.HTTPUnprocessableEntity, f"Method {method!r} does not exist") from None
+    except PermissionDenied as e:
+        raise http_error(web.HTTPForbidden, e.reason) from None
+    spec = mounted.spec
+    if spec.job is None or "input" not in spec.job.pipes:
+        raise http_error(web.HTTPUnprocessableEntity, f"{method} does not take an upload")
+    try:
+        args = mounted.binder.bind(params)
+        return await app.jobs.submit(
+            spec, args, redact(args, spec.params), creds, pipes=Pipes(input=pipe)
+        )
+    except MiddlewareError as e:
+        raise http_error(
+            web.HTTPUnprocessableEntity, e.reason, errname=e.error_data()["errname"], extra=e.extra
+        ) from None
+
+
+async def _receive(reader: MultipartReader, pipe: InputPipe, limit: int) -> int:
+    """Stream every ``file`` part into the pipe; returns the number of files."""
+    total = 0
+    count = 0
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader) or part.name != "file":
+            raise http_error(PartsOutOfOrder, "After 'data', only 'file' parts may follow")
+        count += 1
+        f = await pipe.new_file(part.filename or f"file{count}")
+        while chunk := await part.read_chunk(PIECE):
+            total += len(chunk)
+            if total > limit:
+                raise http_error(PayloadTooLarge, f"Upload larger than the limit of {limit} bytes")
+            await f.append(chunk)
+        await f.finish()
+    if count == 0:
+        raise http_error(web.HTTPBadRequest, "No 'file' part was sent")
+    return count
+
+
+async def upload_handler(request: web.Request) -> web.Response:
+    app = request.app[MIDDLEWARE]
+    creds = await authenticate(request, app)
+    limit = app.config.transfers.max_upload_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise http_error(PayloadTooLarge, f"Upload larger than the limit of {limit} bytes")
+    if not request.content_type.startswith("multipart/"):
+        raise http_error(web.HTTPBadRequest, "Expected multipart/form-data")
+    reader = await request.multipart()
+    method, params = await _data_part(reader)
+    pipe = app.transfers.input_pipe()
+    pipe.expected_bytes = request.content_length
+    job = await _start_job(app, creds, method, params, pipe)
+    try:
+        count = await _receive(reader, pipe, limit)
+    except web.HTTPException as e:
+        await pipe.close(f"Upload refused: {e.reason}")
+        raise
+    except BaseException as e:
+        log.warning("job %d: upload interrupted (%s)", job.id, type(e).__name__)
+        await pipe.close("Upload interrupted")
+        raise
+    await pipe.close()
+    log.info("job %d: upload of %d file(s) accepted", job.id, count)
+    return web.json_response({"job_id": job.id})

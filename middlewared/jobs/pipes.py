@@ -1,0 +1,253 @@
+"""Job pipes: uploaded files spooled to disk for a job to read, and a job's output streamed
+to one downloader (bounded in memory) or spooled to a file (buffered downloads)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+from collections import deque
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import IO
+
+from middlewared.errors import CallError
+
+CHUNK = 1024 * 1024
+# Unbuffered output: chunks allowed in flight between the job and its downloader.
+OUTPUT_QUEUE = 8
+
+
+class PipeError(CallError):
+    default_errno = errno.EPIPE
+
+
+class UploadedFile:
+    """One file of an upload, readable while it is still arriving (it is spooled to disk)."""
+
+    def __init__(self, filename: str, path: Path) -> None:
+        self.filename = filename
+        self.path = path
+        self.size = 0
+        self.complete = False
+        self.error: str | None = None
+        self._changed = asyncio.Condition()
+        self._reader: IO[bytes] | None = None
+        self._writer: IO[bytes] | None = path.open("xb")
+        self.path.chmod(0o600)
+
+    # -- the HTTP side ------------------------------------------------------------------
+    async def append(self, data: bytes) -> None:
+        if self._writer is None:
+            return  # the job ended or the upload failed: nobody will read it
+        await asyncio.to_thread(self._write, data)
+        self.size += len(data)
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _write(self, data: bytes) -> None:
+        writer = self._writer
+        if writer is not None:
+            writer.write(data)
+            writer.flush()
+
+    async def finish(self, error: str | None = None) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self.error = error
+        self.complete = error is None
+        async with self._changed:
+            self._changed.notify_all()
+
+    # -- the job side -------------------------------------------------------------------
+    async def read(self, size: int = CHUNK) -> bytes:
+        """Up to ``size`` bytes; b"" at the end. Raises if the upload was interrupted."""
+        if self._reader is None:
+            if self.error is not None:
+                raise PipeError(self.error)
+            self._reader = self.path.open("rb")
+        reader = self._reader
+        while True:
+            data = await asyncio.to_thread(reader.read, size)
+            if self.error is not None:
+                self._close_reader()
+                raise PipeError(self.error)
+            if data:
+                return data
+            if self.complete and reader.tell() >= self.size:
+                self._close_reader()
+                return b""
+            async with self._changed:
+                if not (self.complete or self.error) and reader.tell() >= self.size:
+                    await self._changed.wait()
+
+    def _close_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    async def chunks(self, size: int = CHUNK) -> AsyncIterator[bytes]:
+        while chunk := await self.read(size):
+            yield chunk
+
+    def discard(self, close_reader: bool = False) -> None:
+        """Remove the spooled file. Its reader, if busy, closes itself when it sees why."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if close_reader:
+            self._close_reader()
+        self.path.unlink(missing_ok=True)
+
+
+class InputPipe:
+    """The files of one upload, in order; a job iterates them as they arrive."""
+
+    def __init__(self, spool_dir: Path, name: str) -> None:
+        self.spool_dir = spool_dir
+        self.name = name
+        self.files: list[UploadedFile] = []
+        self.closed = False
+        self.error: str | None = None
+        self.expected_bytes: int | None = None
+        self._changed = asyncio.Condition()
+
+    async def new_file(self, filename: str) -> UploadedFile:
+        path = self.spool_dir / f"{self.name}.{len(self.files)}.upload"
+        f = await asyncio.to_thread(UploadedFile, filename, path)
+        self.files.append(f)
+        async with self._changed:
+            self._changed.notify_all()
+        return f
+
+    async def close(self, error: str | None = None) -> None:
+        """No more files. With an error, readers get it and the spooled files are removed."""
+        self.closed = True
+        self.error = error
+        if error is not None:
+            for f in self.files:
+                if not f.complete and f.error is None:
+                    await f.finish(error)
+                f.discard()
+        async with self._changed:
+            self._changed.notify_all()
+
+    def __aiter__(self) -> AsyncIterator[UploadedFile]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[UploadedFile]:
+        i = 0
+        while True:
+            async with self._changed:
+                while i >= len(self.files) and not self.closed:
+                    await self._changed.wait()
+            if i < len(self.files):
+                yield self.files[i]
+                i += 1
+                continue
+            if self.error is not None:
+                raise PipeError(self.error)
+            return
+
+    async def first(self) -> UploadedFile:
+        async for f in self:
+            return f
+        raise PipeError("No file was uploaded", errno.ENOENT)
+
+    def discard(self) -> None:
+        """Remove every spooled file (the job ended: nobody reads any more)."""
+        for f in self.files:
+            f.discard(close_reader=True)
+
+
+class OutputPipe:
+    """What a job writes for download. Unbuffered: a bounded queue that the downloader
+    drains (the job waits while it is full). Buffered: a spool file kept after the job."""
+
+    def __init__(self, buffered: bool, spool_path: Path | None = None) -> None:
+        self.buffered = buffered
+        self.spool_path = spool_path
+        self.closed = False
+        self.bytes_written = 0
+        self._queue: deque[bytes] = deque()
+        self._changed = asyncio.Condition()
+        self._file: IO[bytes] | None = None
+        self.reader_attached = False
+        self.reader_gone = False
+        # Set when the job failed: a downloader must not take a short stream for a whole one.
+        self.error: str | None = None
+        if buffered:
+            assert spool_path is not None
+            self._file = spool_path.open("xb")
+            spool_path.chmod(0o600)
+
+    async def write(self, data: bytes) -> None:
+        if self.closed:
+            raise PipeError("The output pipe is closed")
+        if not data:
+            return
+        self.bytes_written += len(data)
+        if self._file is not None:
+            await asyncio.to_thread(self._file.write, data)
+            return
+        async with self._changed:
+            while len(self._queue) >= OUTPUT_QUEUE and not self.reader_gone:
+                await self._changed.wait()
+            if self.reader_gone:
+                raise PipeError("The downloader went away")
+            self._queue.append(data)
+            self._changed.notify_all()
+
+    async def close(self, error: str | None = None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.error = error
+        if self._file is not None:
+            await asyncio.to_thread(self._file.close)
+            self._file = None
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def read(self) -> bytes:
+        """The next chunk for the downloader; b"" once the job closed the pipe."""
+        async with self._changed:
+            while not self._queue and not self.closed:
+                await self._changed.wait()
+            data = self._queue.popleft() if self._queue else b""
+            self._changed.notify_all()
+            return data
+
+    async def detach(self) -> None:
+        """The downloader is gone: a job still writing fails instead of waiting forever."""
+        self.reader_gone = True
+        async with self._changed:
+            self._queue.clear()
+            self._changed.notify_all()
+
+    def discard(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self.spool_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.spool_path)
+
+
+class Pipes:
+    """The pipes opened for one job."""
+
+    def __init__(self, input: InputPipe | None = None, output: OutputPipe | None = None) -> None:
+        self.input = input
+        self.output = output
+
+    @property
+    def opened(self) -> frozenset[str]:
+        names = set()
+        if self.input is not None:
+            names.add("input")
+        if self.output is not None:
+            names.add("output")
+        return frozenset(names)

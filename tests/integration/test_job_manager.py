@@ -1,0 +1,662 @@
+"""The job engine on a real SQLite file: events, persistence, locks, limits, abort, timeout,
+recovery after a crash, shutdown, transient jobs and who sees which event."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from middlewared.auth.credentials import CredentialKind, Credentials
+from middlewared.errors import Busy, CallError, NotFound
+from middlewared.events.bus import ADDED, CHANGED, Event, EventBus, Subscription
+from middlewared.jobs.job import Job, JobState
+from middlewared.jobs.manager import COLLECTION, JobAborted, JobManager
+from middlewared.jobs.store import JobStore
+from middlewared.registry import JobOptions, MethodSpec
+from middlewared.store.sqlite import SQLiteStore
+
+ROOT = Credentials("root", admin=True, kind=CredentialKind.LOGIN_PASSWORD)
+ALICE = Credentials("alice", admin=False, kind=CredentialKind.LOGIN_PASSWORD, allowlist=("t.*",))
+BOB = Credentials("bob", admin=False, kind=CredentialKind.LOGIN_PASSWORD, allowlist=("t.*",))
+
+Handler = Callable[[Job], Awaitable[Any]]
+
+
+class Gates:
+    """asyncio.Events by name, created on first use."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+
+    def __getitem__(self, name: str) -> asyncio.Event:
+        return self._events.setdefault(name, asyncio.Event())
+
+
+class Sink:
+    """A subscription's sink: records events; tests wait until a condition holds."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self._pushed = asyncio.Event()
+
+    def push_event(self, event: Event) -> None:
+        self.events.append(event)
+        self._pushed.set()
+
+    async def wait_for(self, condition: Callable[[], bool]) -> None:
+        while not condition():
+            self._pushed.clear()
+            await self._pushed.wait()
+
+    def of(self, job_id: int) -> list[Event]:
+        return [e for e in self.events if e.id == job_id]
+
+    def states(self, job_id: int) -> list[tuple[str, str]]:
+        return [(e.msg, (e.fields or {})["state"]) for e in self.of(job_id)]
+
+
+class Methods:
+    """The ``invoke`` callable: runs the handler registered for the job's method and keeps
+    track of which jobs ran and how many at once."""
+
+    def __init__(self, gates: Gates) -> None:
+        self.gates = gates
+        # By method; any other method runs ``gated``.
+        self.handlers: dict[str, Handler] = {}
+        self.ran: list[int] = []
+        self.active = 0
+        self.max_active = 0
+
+    async def __call__(self, job: Job) -> Any:
+        self.ran.append(job.id)
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            return await self.handlers.get(job.method, self.gated)(job)
+        finally:
+            self.active -= 1
+
+    async def gated(self, job: Job) -> Any:
+        """Say it started, wait for its gate (its first argument), return its argument."""
+        name = str(job.arguments[0])
+        self.gates[f"{name}.started"].set()
+        await self.gates[name].wait()
+        return name
+
+
+async def _unused(*args: Any) -> None:
+    """The manager never calls a spec's func: ``invoke`` does."""
+
+
+def spec(name: str = "t.gated", **options: Any) -> MethodSpec:
+    return MethodSpec(name, _unused, (), {}, "A test job.", job=JobOptions(**options))
+
+
+class Engine:
+    """A JobManager on a store file, with an admin sink on its bus."""
+
+    def __init__(self, db: Path, logs: Path, gates: Gates) -> None:
+        self.db = db
+        self.gates = gates
+        self.store = SQLiteStore(db)
+        self.job_store = JobStore(self.store)
+        self.bus = EventBus()
+        self.methods = Methods(gates)
+        self.manager = JobManager(self.job_store, self.bus, logs, self.methods)
+        self.sink = self.subscribe(ROOT)
+
+    def subscribe(self, creds: Credentials) -> Sink:
+        sink = Sink()
+        sub = Subscription(f"sub-{creds.username}", COLLECTION, creds.username, creds.admin, sink)
+        self.bus.subscribe(sub)
+        return sink
+
+    async def open(self, lookup: Callable[[str], MethodSpec | None] = lambda name: None) -> int:
+        await self.store.open()
+        return await self.manager.recover(lookup)
+
+    async def submit(
+        self,
+        method: MethodSpec,
+        *args: Any,
+        creds: Credentials = ROOT,
+        message_id: Any = None,
+    ) -> Job:
+        return await self.manager.submit(method, list(args), list(args), creds, message_id)
+
+    async def started(self, name: str) -> None:
+        await self.gates[f"{name}.started"].wait()
+
+    async def flushed(self) -> None:
+        """Every write queued so far is committed (the store applies writes in order)."""
+        await self.store.write([])
+
+    async def stored(self, job_id: int) -> dict[str, Any] | None:
+        await self.flushed()
+        return await self.job_store.get(job_id)
+
+    async def columns(self, job_id: int) -> dict[str, Any]:
+        await self.flushed()
+        rows = await self.store.fetch_sql(
+            "SELECT id, method, state, owner, description, time_started, time_finished, "
+            "progress_percent, error, retry_on_restart FROM jobs WHERE id = ?",
+            [job_id],
+        )
+        return rows[0]
+
+
+@pytest.fixture
+def gates() -> Gates:
+    return Gates()
+
+
+@pytest.fixture
+async def eng(tmp_path: Path, gates: Gates) -> AsyncIterator[Engine]:
+    engine = Engine(tmp_path / "middlewared.db", tmp_path / "logs", gates)
+    await engine.open()
+    yield engine
+    await engine.manager.shutdown(0)
+    await engine.store.close()
+
+
+async def outcome(job: Job) -> Any:
+    """The job's result, or the exception it ended with."""
+    try:
+        return await job.done
+    except Exception as e:
+        return e
+
+
+# -- a job's life -----------------------------------------------------------------------
+
+
+async def test_added_then_running_then_success(eng: Engine) -> None:
+    job = await eng.submit(spec(), "a", message_id=11)
+    await eng.started("a")
+    eng.gates["a"].set()
+    assert await job.done == "a"
+    await eng.sink.wait_for(lambda: len(eng.sink.of(job.id)) == 3)
+    assert eng.sink.states(job.id) == [
+        (ADDED, "WAITING"),
+        (CHANGED, "RUNNING"),
+        (CHANGED, "SUCCESS"),
+    ]
+    added = eng.sink.of(job.id)[0]
+    assert added.fields is not None and added.fields["message_ids"] == [11]
+    assert added.collection == COLLECTION
+    final = eng.sink.of(job.id)[-1].fields
+    assert final is not None
+    assert (final["result"], final["progress"]["percent"]) == ("a", 100.0)
+    assert job.id not in eng.manager.live
+
+
+async def test_the_stored_row_matches_the_record(eng: Engine) -> None:
+    job = await eng.submit(spec(description="Doing a"), "a", creds=ALICE, message_id="m1")
+    await eng.started("a")
+    assert await eng.stored(job.id) == job.record(admin=True)
+    assert (await eng.columns(job.id))["state"] == "RUNNING"
+    eng.gates["a"].set()
+    await job.done
+    record = await eng.stored(job.id)
+    assert record == job.record(admin=True)
+    assert record is not None and record["state"] == "SUCCESS"
+    assert await eng.columns(job.id) == {
+        "id": job.id,
+        "method": "t.gated",
+        "state": "SUCCESS",
+        "owner": "alice",
+        "description": "Doing a",
+        "time_started": job.time_started,
+        "time_finished": job.time_finished,
+        "progress_percent": 100.0,
+        "error": None,
+        "retry_on_restart": 0,
+    }
+
+
+async def test_ids_increase_and_are_stored_with_the_counter(eng: Engine) -> None:
+    jobs = [await eng.submit(spec(), f"j{i}") for i in range(5)]
+    assert [j.id for j in jobs] == list(range(1, 6))
+    await eng.flushed()
+    assert await eng.store.fetch_one("get_counter", name="jobs") == {"value": 5}
+    for i in range(5):
+        eng.gates[f"j{i}"].set()
+    await asyncio.gather(*(j.done for j in jobs))
+
+
+async def test_progress_and_description_changes_are_published(eng: Engine) -> None:
+    async def report(job: Job) -> str:
+        job.set_description("Reporting")
+        job.set_progress(42, "half way", {"n": 1})
+        return "ok"
+
+    eng.methods.handlers["t.report"] = report
+    job = await eng.submit(spec("t.report"))
+    await job.done
+    fields = [e.fields for e in eng.sink.of(job.id) if e.fields is not None]
+    assert any(f["description"] == "Reporting" for f in fields)
+    assert any(
+        f["progress"] == {"percent": 42.0, "description": "half way", "extra": {"n": 1}}
+        for f in fields
+    )
+    assert fields[-1]["state"] == "SUCCESS"
+
+
+async def test_a_failing_job(eng: Engine) -> None:
+    async def fail(job: Job) -> None:
+        raise CallError("pool offline", errno.ENXIO)
+
+    eng.methods.handlers["t.fail"] = fail
+    job = await eng.submit(spec("t.fail"))
+    exc = await outcome(job)
+    assert isinstance(exc, CallError) and exc.errno == errno.ENXIO
+    assert job.state is JobState.FAILED
+    record = await eng.stored(job.id)
+    assert record is not None
+    assert (record["state"], record["error"]) == ("FAILED", "pool offline")
+    assert record["exc_info"]["errname"] == "ENXIO"
+    assert eng.sink.states(job.id)[-1] == (CHANGED, "FAILED")
+
+
+async def test_an_unexpected_exception_fails_the_job_with_a_call_error(eng: Engine) -> None:
+    async def crash(job: Job) -> None:
+        raise ValueError("unexpected")
+
+    eng.methods.handlers["t.crash"] = crash
+    job = await eng.submit(spec("t.crash"))
+    exc = await outcome(job)
+    assert isinstance(exc, CallError) and "unexpected" in exc.reason
+    assert job.exc_info is not None and job.exc_info["type"] == "ValueError"
+
+
+# -- locks ------------------------------------------------------------------------------
+
+
+async def test_jobs_with_one_lock_run_one_at_a_time_in_order(eng: Engine) -> None:
+    locked = spec(lock="L", lock_queue_size=None)
+    jobs = [await eng.submit(locked, f"j{i}") for i in range(5)]
+    await eng.started("j0")
+    assert [j.state for j in jobs] == [JobState.RUNNING] + [JobState.WAITING] * 4
+    for i in reversed(range(5)):  # opened in reverse: order must still be arrival order
+        eng.gates[f"j{i}"].set()
+    await asyncio.gather(*(j.done for j in jobs))
+    assert eng.methods.ran == [j.id for j in jobs]
+    assert eng.methods.max_active == 1
+
+
+async def test_a_lock_from_the_arguments(eng: Engine) -> None:
+    by_first = spec(lock=lambda args: f"path:{args[1]}", lock_queue_size=None)
+    a = await eng.submit(by_first, "a", "/x")
+    b = await eng.submit(by_first, "b", "/y")  # another lock: runs at once
+    await eng.started("a")
+    await eng.started("b")
+    c = await eng.submit(by_first, "c", "/x")
+    assert c.state is JobState.WAITING
+    for name in "abc":
+        eng.gates[name].set()
+    await asyncio.gather(a.done, b.done, c.done)
+
+
+async def test_a_call_is_merged_into_the_last_waiting_job(eng: Engine) -> None:
+    locked = spec(lock="L", lock_queue_size=1)
+    first = await eng.submit(locked, "first", message_id=1)
+    await eng.started("first")
+    waiting = await eng.submit(locked, "second", message_id=2)
+    merged = await eng.submit(locked, "third", message_id=3)
+    assert merged is waiting
+    assert waiting.message_ids == [2, 3]
+    await eng.sink.wait_for(
+        lambda: any(
+            e.msg == CHANGED and e.fields is not None and e.fields["message_ids"] == [2, 3]
+            for e in eng.sink.of(waiting.id)
+        )
+    )
+    record = await eng.stored(waiting.id)
+    assert record is not None and record["message_ids"] == [2, 3]
+    eng.gates["first"].set()
+    eng.gates["second"].set()
+    assert await first.done == "first"
+    assert await merged.done == "second"
+    assert eng.methods.ran == [first.id, waiting.id]
+
+
+async def test_merge_goes_to_the_last_of_a_full_queue(eng: Engine) -> None:
+    locked = spec(lock="L", lock_queue_size=3)
+    jobs = [await eng.submit(locked, f"j{i}", message_id=i) for i in range(4)]
+    merged = await eng.submit(locked, "j4", message_id=4)
+    assert merged is jobs[3]
+    assert jobs[3].message_ids == [3, 4]
+    assert [j.message_ids for j in jobs[:3]] == [[0], [1], [2]]
+    for i in range(4):
+        eng.gates[f"j{i}"].set()
+    await asyncio.gather(*(j.done for j in jobs))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a call merged into a job whose insert is still pending publishes CHANGED "
+    "before that job's ADDED (the merge awaits job.persisted directly, _run through "
+    "asyncio.shield, one loop turn later)",
+)
+async def test_added_comes_first_even_when_a_merge_races_the_insert(eng: Engine) -> None:
+    locked = spec(lock="L", lock_queue_size=1)
+    first = await eng.submit(locked, "first", message_id=1)
+    await eng.started("first")
+    # Two calls arrive together (a batch, or two connections).
+    second, third = await asyncio.gather(
+        eng.submit(locked, "second", message_id=2), eng.submit(locked, "third", message_id=3)
+    )
+    assert second is third
+    await eng.sink.wait_for(lambda: len(eng.sink.of(second.id)) >= 2)
+    assert eng.sink.of(second.id)[0].msg == ADDED
+    eng.gates["first"].set()
+    eng.gates["second"].set()
+    await asyncio.gather(first.done, second.done)
+
+
+async def test_lock_queue_size_zero_refuses_while_one_runs(eng: Engine) -> None:
+    exclusive = spec(lock="X", lock_queue_size=0)
+    first = await eng.submit(exclusive, "first")
+    with pytest.raises(Busy) as refused:
+        await eng.submit(exclusive, "second")
+    assert refused.value.errno == errno.EBUSY
+    eng.gates["first"].set()
+    await first.done
+    again = await eng.submit(exclusive, "again")
+    eng.gates["again"].set()
+    assert await again.done == "again"
+
+
+async def test_max_concurrency(eng: Engine) -> None:
+    limited = spec(max_concurrency=2)
+    jobs = [await eng.submit(limited, f"j{i}") for i in range(5)]
+    await eng.started("j0")
+    await eng.started("j1")
+    assert [j.state for j in jobs] == [JobState.RUNNING] * 2 + [JobState.WAITING] * 3
+    for i in range(5):
+        eng.gates[f"j{i}"].set()
+        await jobs[i].done
+    assert eng.methods.max_active == 2
+    assert sorted(eng.methods.ran) == [j.id for j in jobs]
+
+
+# -- abort ------------------------------------------------------------------------------
+
+
+async def assert_aborted(eng: Engine, job: Job, reason: str = "Job aborted") -> None:
+    exc = await outcome(job)
+    assert isinstance(exc, JobAborted)
+    assert (exc.errno, exc.reason) == (errno.ECANCELED, reason)
+    assert job.state is JobState.ABORTED
+    record = await eng.stored(job.id)
+    assert record is not None
+    assert (record["state"], record["error"]) == ("ABORTED", reason)
+    assert record["exc_info"]["type"] == "JobAborted"
+    assert eng.sink.states(job.id)[-1] == (CHANGED, "ABORTED")
+
+
+async def test_abort_a_waiting_job(eng: Engine) -> None:
+    locked = spec(lock="L", lock_queue_size=None)  # not abortable: waiting jobs still are
+    first = await eng.submit(locked, "first")
+    second = await eng.submit(locked, "second")
+    third = await eng.submit(locked, "third")
+    eng.manager.abort(second.id, ROOT)
+    await assert_aborted(eng, second)
+    eng.gates["first"].set()
+    eng.gates["third"].set()
+    await asyncio.gather(first.done, third.done)
+    assert eng.methods.ran == [first.id, third.id]
+
+
+async def test_abort_a_running_abortable_job(eng: Engine) -> None:
+    job = await eng.submit(spec(abortable=True), "a", creds=ALICE)
+    await eng.started("a")
+    eng.manager.abort(job.id, ALICE)
+    await assert_aborted(eng, job)
+    assert eng.methods.active == 0
+
+
+async def test_abort_of_a_running_job_that_is_not_abortable_is_refused(eng: Engine) -> None:
+    job = await eng.submit(spec(abortable=False), "a")
+    await eng.started("a")
+    with pytest.raises(CallError) as refused:
+        eng.manager.abort(job.id, ROOT)
+    assert refused.value.errno == errno.EINVAL
+    eng.gates["a"].set()
+    assert await job.done == "a"
+
+
+async def test_only_the_owner_or_an_admin_may_abort(eng: Engine) -> None:
+    job = await eng.submit(spec(abortable=True), "a", creds=ALICE)
+    await eng.started("a")
+    with pytest.raises(NotFound):
+        eng.manager.abort(job.id, BOB)
+    assert job.state is JobState.RUNNING
+    eng.manager.abort(job.id, ROOT)
+    await assert_aborted(eng, job)
+
+
+async def test_abort_of_an_unknown_or_ended_job(eng: Engine) -> None:
+    with pytest.raises(NotFound):
+        eng.manager.abort(999, ROOT)
+    job = await eng.submit(spec(abortable=True), "a")
+    eng.gates["a"].set()
+    await job.done
+    with pytest.raises(NotFound):
+        eng.manager.abort(job.id, ROOT)
+
+
+# -- timeout ----------------------------------------------------------------------------
+
+
+async def test_a_job_past_its_timeout_fails(eng: Engine) -> None:
+    job = await eng.submit(spec(timeout=0.01), "never")
+    exc = await outcome(job)
+    assert isinstance(exc, CallError)
+    assert exc.errno == errno.ETIMEDOUT
+    assert "timed out" in exc.reason
+    assert job.state is JobState.FAILED
+    record = await eng.stored(job.id)
+    assert record is not None and record["exc_info"]["errname"] == "ETIMEDOUT"
+
+
+# -- transient jobs ---------------------------------------------------------------------
+
+
+async def test_transient_jobs_emit_no_events_and_are_not_stored(eng: Engine) -> None:
+    job = await eng.submit(spec(transient=True), "t")
+    await eng.started("t")
+    assert job.id in eng.manager.live
+    eng.gates["t"].set()
+    assert await job.done == "t"
+    assert eng.sink.of(job.id) == []
+    assert await eng.stored(job.id) is None
+    # The next stored job is unaffected.
+    other = await eng.submit(spec(), "o")
+    eng.gates["o"].set()
+    await other.done
+    assert await eng.stored(other.id) is not None
+
+
+# -- who sees what ----------------------------------------------------------------------
+
+
+async def test_events_reach_only_the_owner_and_admins(eng: Engine) -> None:
+    alice, bob = eng.subscribe(ALICE), eng.subscribe(BOB)
+
+    async def fail(job: Job) -> None:
+        raise RuntimeError("secret detail")
+
+    eng.methods.handlers["t.fail"] = fail
+    job = await eng.submit(spec("t.fail"), creds=ALICE)
+    await outcome(job)
+    await eng.sink.wait_for(lambda: len(eng.sink.of(job.id)) == 3)
+    assert len(alice.of(job.id)) == 3
+    assert bob.events == []
+    # The formatted exception is for admins only.
+    last = alice.of(job.id)[-1]
+    assert last.params(admin=False)["fields"]["exception"] is None
+    assert "secret detail" in last.params(admin=True)["fields"]["exception"]
+
+
+async def test_a_job_runs_with_nobody_subscribed(eng: Engine) -> None:
+    eng.manager.bus = EventBus()  # nobody listens
+    job = await eng.submit(spec(), "a")
+    eng.gates["a"].set()
+    assert await job.done == "a"
+    record = await eng.stored(job.id)
+    assert record is not None and record["state"] == "SUCCESS"
+
+
+# -- shutdown ---------------------------------------------------------------------------
+
+
+async def test_shutdown_aborts_what_is_still_running(eng: Engine) -> None:
+    locked = spec(lock="L", lock_queue_size=None)
+    running = await eng.submit(locked, "r")
+    waiting = await eng.submit(locked, "w")
+    await eng.started("r")
+    await eng.manager.shutdown(0)
+    reason = "Job aborted: the server is shutting down"
+    await assert_aborted(eng, running, reason)
+    await assert_aborted(eng, waiting, reason)
+    with pytest.raises(CallError) as refused:
+        await eng.submit(spec(), "late")
+    assert refused.value.errno == errno.ESHUTDOWN
+
+
+async def test_shutdown_lets_jobs_end_within_the_grace(eng: Engine) -> None:
+    job = await eng.submit(spec(), "quick")
+    await eng.started("quick")
+    eng.gates["quick"].set()
+    await eng.manager.shutdown(60)
+    assert job.state is JobState.SUCCESS
+
+
+# -- recovery after a crash -------------------------------------------------------------
+
+
+async def crash(engine: Engine) -> None:
+    """The process dies: the store is closed with jobs pending, nothing ends them."""
+    engine.bus = EventBus()
+    engine.manager.bus = engine.bus
+    await engine.store.close()
+    tasks = [j.task for j in engine.manager.live.values() if j.task is not None]
+    for task in tasks:
+        task.cancel()
+    # They try to store their end, and cannot: the rows stay WAITING/RUNNING.
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_recover_fails_interrupted_jobs_and_requeues_retryable_ones(
+    tmp_path: Path, gates: Gates
+) -> None:
+    locked = spec(lock="L", lock_queue_size=None)
+    retryable = spec("t.retry", retry_on_restart=True)
+    specs = {s.name: s for s in (locked, retryable)}
+    db, logs = tmp_path / "middlewared.db", tmp_path / "logs"
+
+    before = Engine(db, logs, gates)
+    await before.open()
+    running = await before.submit(locked, "run")
+    waiting = await before.submit(locked, "wait")
+    retry = await before.submit(retryable, "retry", message_id=77)
+    await before.started("run")
+    await before.started("retry")
+    await before.flushed()
+    await crash(before)
+
+    after = Engine(db, logs, Gates())
+    assert await after.open(specs.get) == 3
+    await after.flushed()
+
+    for job, was in ((running, "RUNNING"), (waiting, "WAITING")):
+        record = await after.job_store.get(job.id)
+        assert record is not None
+        assert record["state"] == "FAILED"
+        assert record["error"] == f"Interrupted: the server stopped while the job was {was}"
+        assert record["exc_info"]["type"] == "Interrupted"
+        assert record["exc_info"]["errname"] == "EINTR"
+        assert record["time_finished"] is not None
+        assert (await after.columns(job.id))["state"] == "FAILED"
+
+    requeued = after.manager.live[retry.id]
+    await after.started("retry")
+    after.gates["retry"].set()  # this time it may finish
+    assert await requeued.done == "retry"
+    assert requeued.message_ids == [77]
+    assert after.methods.ran == [retry.id]
+    record = await after.stored(retry.id)
+    assert record is not None and record["state"] == "SUCCESS"
+    # Ids are never reused across the restart.
+    fresh = await after.submit(spec(), "fresh")
+    assert fresh.id > retry.id
+    after.gates["fresh"].set()
+    await fresh.done
+    # A second restart finds nothing pending.
+    await after.manager.shutdown(0)
+    await after.store.close()
+    again = Engine(db, logs, Gates())
+    assert await again.open(specs.get) == 0
+    await again.store.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a re-queued job runs with admin credentials of kind INTERNAL whoever "
+    "started it (JobManager._requeue), so a user's job gains admin rights after a restart",
+)
+async def test_a_requeued_job_keeps_its_owners_credentials(tmp_path: Path, gates: Gates) -> None:
+    retryable = spec("t.retry", retry_on_restart=True)
+    db, logs = tmp_path / "middlewared.db", tmp_path / "logs"
+    before = Engine(db, logs, gates)
+    await before.open()
+    job = await before.submit(retryable, "r", creds=ALICE)
+    await before.started("r")
+    await crash(before)
+
+    after = Engine(db, logs, gates)
+    await after.open({retryable.name: retryable}.get)
+    requeued = after.manager.live[job.id]
+    try:
+        assert not requeued.credentials.admin
+        assert requeued.record()["credentials"] == job.record()["credentials"]
+    finally:
+        gates["r"].set()
+        await requeued.done
+        await after.store.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: transient jobs take an id without raising the stored counter, so after a "
+    "restart the next job may get the same id (ids must never be reused)",
+)
+async def test_ids_of_transient_jobs_are_not_reused_after_a_restart(
+    tmp_path: Path, gates: Gates
+) -> None:
+    db, logs = tmp_path / "middlewared.db", tmp_path / "logs"
+    before = Engine(db, logs, gates)
+    await before.open()
+    stored = await before.submit(spec(), "s")
+    transient = await before.submit(spec(transient=True), "t")
+    gates["s"].set()
+    gates["t"].set()
+    await asyncio.gather(stored.done, transient.done)
+    await before.manager.shutdown(0)
+    await before.store.close()
+
+    after = Engine(db, logs, gates)
+    await after.open()
+    try:
+        fresh = await after.submit(spec(), "fresh")
+        assert fresh.id > transient.id
+    finally:
+        gates["fresh"].set()
+        await after.manager.shutdown(60)
+        await after.store.close()
