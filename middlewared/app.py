@@ -16,7 +16,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from middlewared.auth.credentials import INTERNAL, Credentials
+from middlewared.auth.credentials import INTERNAL, CredentialKind, Credentials
 from middlewared.auth.directory import Directory
 from middlewared.auth.passwords import generate_password
 from middlewared.auth.ratelimit import LoginThrottler
@@ -93,7 +93,10 @@ class Middleware:
         await self.directory.load()
         await self._ensure_root()
         self.load_plugins()
-        count = await self.jobs.recover(self.dispatcher.lookup)
+        count = await self.jobs.recover(
+            self.dispatcher.lookup,
+            lambda name: self.directory.credentials_for(name, CredentialKind.INTERNAL),
+        )
         if count:
             log.warning("%d jobs were pending when the server last stopped", count)
         for registry in self.registries:

@@ -107,7 +107,7 @@ class Registry:
             if full in self.methods:
                 raise ValueError(f"method {full} declared twice")
             doc = inspect.getdoc(func)
-            if not doc:
+            if not doc or not doc.strip():
                 raise ValueError(f"method {full} has no docstring")
             if not inspect.iscoroutinefunction(func):
                 raise ValueError(f"method {full} must be async")

@@ -21,8 +21,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
     proc = ServerProc(
         data_dir=data,
         # Tests of failed logins share 127.0.0.1: the throttle has tests of its own.
-        args=["--fs-root", str(files), "--plugins-dir", str(PLUGINS),
-              "--login-max-failures", "1000"],
+        args=[
+            "--fs-root",
+            str(files),
+            "--plugins-dir",
+            str(PLUGINS),
+            "--login-max-failures",
+            "1000",
+        ],
     )
     proc.start()
     yield proc

@@ -37,9 +37,10 @@ def verify_password(password: str, stored: str | None) -> bool:
             p=int(p),
             maxmem=64 << 20,
         )
+        expected = base64.b64decode(digest)
     except (ValueError, TypeError):
         return False
-    return hmac.compare_digest(actual, base64.b64decode(digest)) and stored is not None
+    return hmac.compare_digest(actual, expected) and stored is not None
 
 
 async def verify_password_async(password: str, stored: str | None) -> bool:

@@ -36,9 +36,16 @@ class LoginThrottler:
     def failed(self, address: str) -> None:
         now = time.monotonic()
         q = self._prune(address, now)
-        if not q:
-            q = self._failures[address] = deque()
+        # Most recent failure last: the dict is ordered by each address's newest failure.
+        self._failures.pop(address, None)
+        self._failures[address] = q
         q.append(now)
-        # Bound memory: keep at most what decides the answer.
+        # Bound memory: keep at most what decides the answer ...
         while len(q) > self.policy.max_failures:
             q.popleft()
+        # ... and forget addresses whose newest failure has left the window.
+        for other in list(self._failures):
+            newest = self._failures[other][-1]
+            if now - newest < self.policy.window_seconds:
+                break
+            del self._failures[other]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from middlewared.auth.credentials import Credentials
+from middlewared.auth.credentials import CredentialKind, Credentials
 from middlewared.errors import Busy, CallError, MiddlewareError, NotFound, PermissionDenied
 from middlewared.events.bus import ADDED, CHANGED, REMOVED, Event, EventBus
 from middlewared.jobs.job import ENDED, Job, JobState, now_ms
@@ -109,17 +110,32 @@ class JobManager:
 
     def _start(self, job: Job) -> None:
         """Register the job, queue its insert, and start its task (which waits for the insert)."""
+        if job.options.transient:
+            # Not stored, but its id is taken for good all the same.
+            self.store.reserve(job.id)
+            self._launch(job, None)
+        else:
+            self._launch(job, self.store.insert(job))
+
+    def _launch(self, job: Job, write: asyncio.Future[None] | None) -> None:
         self.live[job.id] = job
         job.on_change = self._on_change
         if job.options.logs:
             job.logs = JobLog(self.logs_dir / f"{job.id}.log")
         if job.lock_key is not None:
             self.locks.enqueue(job.lock_key, job)
-        if job.options.transient:
+        # ADDED goes out the moment the write is durable, before anything else can publish
+        # about the job (a merged call's CHANGED waits on the same future, registered later).
+        job.persisted.add_done_callback(lambda fut: self._announce(job, fut))
+        if write is None:
             job.persisted.set_result(None)
         else:
-            _chain(self.store.insert(job), job.persisted)
+            _chain(write, job.persisted)
         job.task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+
+    def _announce(self, job: Job, persisted: asyncio.Future[None]) -> None:
+        if not persisted.cancelled() and persisted.exception() is None:
+            self._publish(job, ADDED)
 
     # -- running ------------------------------------------------------------------------
     async def _run(self, job: Job) -> None:
@@ -130,7 +146,6 @@ class JobManager:
                 self._forget(job)
                 job.done.set_exception(e)
                 return
-            self._publish(job, ADDED)
             log.debug("job %d (%s) queued", job.id, job.method)
             await self._execute(job)
         except asyncio.CancelledError as e:
@@ -259,14 +274,30 @@ class JobManager:
             job.task.cancel()
 
     # -- lifecycle ----------------------------------------------------------------------
-    async def recover(self, lookup: Callable[[str], MethodSpec | None]) -> int:
-        """After a restart: fail (or re-queue) the jobs that were pending. Returns the count."""
+    async def recover(
+        self,
+        lookup: Callable[[str], MethodSpec | None],
+        credentials_for: Callable[[str], Credentials | None],
+    ) -> int:
+        """After a restart: fail (or re-queue) the jobs that were pending. Returns the count.
+
+        A job is re-queued only when its method is declared safe to retry, it had no secret
+        arguments (those were never stored) and its owner still exists: it runs again with
+        that owner's credentials as they are now.
+        """
         await self.store.load_counter()
         pending = await self.store.unfinished()
         for record, retry in pending:
+            owner = (record.get("credentials") or {}).get("data", {}).get("username")
             spec = lookup(record["method"]) if retry else None
-            if spec is not None and spec.job is not None:
-                await self._requeue(spec, record)
+            creds = credentials_for(owner) if spec is not None and owner else None
+            if (
+                spec is not None
+                and spec.job is not None
+                and creds is not None
+                and not (spec.secret_params)
+            ):
+                self._requeue(spec, record, creds)
                 continue
             was = record["state"]
             record["state"] = JobState.FAILED.value
@@ -280,7 +311,6 @@ class JobManager:
                 "extra": None,
                 "repr": record["error"],
             }
-            owner = (record.get("credentials") or {}).get("data", {}).get("username")
             await self.store.save_record(record, owner)
             log.warning(
                 "job %d (%s) was %s when the server stopped: marked FAILED",
@@ -290,12 +320,11 @@ class JobManager:
             )
         return len(pending)
 
-    async def _requeue(self, spec: MethodSpec, record: dict[str, Any]) -> None:
-        from middlewared.auth.credentials import CredentialKind
-
-        owner = (record.get("credentials") or {}).get("data", {}).get("username", "root")
-        creds = Credentials(username=owner, admin=True, kind=CredentialKind.INTERNAL)
+    def _requeue(self, spec: MethodSpec, record: dict[str, Any], creds: Credentials) -> None:
         assert spec.job is not None
+        kind = str((record.get("credentials") or {}).get("type"))
+        if kind in CredentialKind.__members__:
+            creds = dataclasses.replace(creds, kind=CredentialKind(kind))
         job = Job(
             record["id"],
             spec.name,
@@ -308,12 +337,8 @@ class JobManager:
             record["description"],
         )
         job.message_ids = list(record.get("message_ids") or [])
-        self.live[job.id] = job
-        job.on_change = self._on_change
-        if job.lock_key is not None:
-            self.locks.enqueue(job.lock_key, job)
-        _chain(self.store.update(job), job.persisted)
-        job.task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+        job.time_started = (record.get("time_started") or {}).get("$date", job.time_started)
+        self._launch(job, self.store.update(job))
         log.warning("job %d (%s) re-queued after a restart", job.id, job.method)
 
     async def shutdown(self, grace: float) -> None:

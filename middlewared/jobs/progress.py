@@ -25,7 +25,8 @@ class ProgressCoalescer:
         if job.id in self._scheduled:
             return
         now = time.monotonic()
-        due = self._last.get(job.id, 0.0) + self._interval
+        last = self._last.get(job.id)
+        due = now if last is None else last + self._interval
         if now >= due:
             self._flush(job)
         else:

@@ -72,6 +72,11 @@ class JobStore:
             ]
         )
 
+    def reserve(self, job_id: int) -> None:
+        """Take an id for good without storing a job (transient jobs)."""
+        fut = self.store.write([Op("raise_counter", {"name": "jobs", "value": job_id})])
+        fut.add_done_callback(_log_failure)
+
     def update(self, job: Job) -> asyncio.Future[None]:
         fut = self.store.write([Op("update_job", _row(job))])
         fut.add_done_callback(_log_failure)

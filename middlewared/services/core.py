@@ -160,7 +160,8 @@ async def job_wait(ctx: CallContext, job: Job, job_id: int) -> Any:
 @registry.method(
     params=[
         Param("method", {"type": "string"}),
-        Param("params", {"type": "array", "items": {"type": "array"}}),
+        # Hidden in the job record: the inner calls may carry secrets of their own.
+        Param("params", {"type": "array", "items": {"type": "array"}}, secret=True),
         Param("description", {"type": ["string", "null"]}, required=False),
     ],
     returns={"type": "array"},

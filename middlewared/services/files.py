@@ -29,7 +29,13 @@ def _url(job_id: int, token: str) -> str:
         Param("filename", FILENAME),
         Param("buffered", {"type": "boolean"}, required=False, default=False),
     ],
-    returns={"type": "array", "prefixItems": [{"type": "integer"}, {"type": "string"}]},
+    returns={
+        "type": "array",
+        "items": {"type": ["integer", "string"]},
+        "minItems": 2,
+        "maxItems": 2,
+        "description": "[job_id, url]",
+    },
     authenticated=True,
 )
 async def download(
@@ -58,7 +64,10 @@ async def download(
 
 
 @registry.method(
-    params=[Param("id", JOB_ID), Param("filename", FILENAME, required=False, default=None)],
+    params=[
+        Param("id", JOB_ID),
+        Param("filename", {**FILENAME, "type": ["string", "null"]}, required=False, default=None),
+    ],
     returns={"type": "string"},
     authenticated=True,
 )

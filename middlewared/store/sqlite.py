@@ -38,6 +38,7 @@ class SQLiteStore(Store):
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._queries = queries()
+        self._closing = False
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,11 +85,17 @@ class SQLiteStore(Store):
             log.info("store %s migrated to schema %d", self.path, version)
 
     async def close(self) -> None:
+        self._closing = True
         if self._task is not None:
             await self._queue.put(None)
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        # Anything queued behind the stop marker is refused, never left hanging.
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is not None and not item[1].done():
+                item[1].set_exception(CallError("The store is closed"))
         for conn in (self._reader, self._writer):
             if conn is not None:
                 await conn.close()
@@ -108,7 +115,7 @@ class SQLiteStore(Store):
 
     def write(self, ops: list[Op]) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self._task is None or self._task.done():
+        if self._task is None or self._task.done() or self._closing:
             fut.set_exception(CallError("The store is closed"))
         else:
             self._queue.put_nowait((ops, fut))
@@ -157,7 +164,7 @@ class SQLiteStore(Store):
     def run_exclusive(self, task: Exclusive) -> asyncio.Future[None]:
         """Run ``task`` on the writer connection with no other write in between."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self._task is None or self._task.done():
+        if self._task is None or self._task.done() or self._closing:
             fut.set_exception(CallError("The store is closed"))
         else:
             self._queue.put_nowait((task, fut))

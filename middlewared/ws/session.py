@@ -108,7 +108,9 @@ class Session:
 
     # -- incoming -----------------------------------------------------------------------
     async def on_text(self, data: str) -> None:
-        if len(data) > self.max_frame:
+        limit = self.max_frame
+        # The limit is in bytes; encode only when characters alone cannot decide.
+        if len(data) > limit or (len(data) * 4 > limit and len(data.encode()) > limit):
             await self._close(CLOSE_TOO_BIG, "Frame too large")
             return
         frame = parse_frame(data)

@@ -38,8 +38,13 @@ def status_and_body(*args: str) -> tuple[int, Any]:
     return int(code), json.loads(body) if body.strip() else None
 
 
-def upload_args(server: ServerProc, method: str, params: list[Any], *files: Path,
-                auth: tuple[str, ...] | None = None) -> list[str]:
+def upload_args(
+    server: ServerProc,
+    method: str,
+    params: list[Any],
+    *files: Path,
+    auth: tuple[str, ...] | None = None,
+) -> list[str]:
     args = list(auth if auth is not None else ("-u", f"root:{server.password}"))
     args += ["-F", "data=" + json.dumps({"method": method, "params": params})]
     for f in files:
@@ -125,14 +130,44 @@ async def test_upload_refusals(make_server: Callable[..., ServerProc], tmp_path:
     big = random_file(tmp_path / "big", 200_000)
     dest = str(srv.data_dir / "files" / "x")
     cases = [
-        (400, ["-u", f"root:{srv.password}", "-F", "data={not json", "-F", f"file=@{small}",
-               f"{srv.url}/_upload"]),
-        (400, ["-u", f"root:{srv.password}", "-H", "Content-Type: application/json",
-               "-d", "{}", f"{srv.url}/_upload"]),
+        (
+            400,
+            [
+                "-u",
+                f"root:{srv.password}",
+                "-F",
+                "data={not json",
+                "-F",
+                f"file=@{small}",
+                f"{srv.url}/_upload",
+            ],
+        ),
+        (
+            400,
+            [
+                "-u",
+                f"root:{srv.password}",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                "{}",
+                f"{srv.url}/_upload",
+            ],
+        ),
         (401, upload_args(srv, "filesystem.put", [dest], small, auth=())),
         (401, upload_args(srv, "filesystem.put", [dest], small, auth=("-u", "root:wrong"))),
-        (405, ["-u", f"root:{srv.password}", "-F", f"file=@{small}", "-F",
-               'data={"method": "filesystem.put", "params": []}', f"{srv.url}/_upload"]),
+        (
+            405,
+            [
+                "-u",
+                f"root:{srv.password}",
+                "-F",
+                f"file=@{small}",
+                "-F",
+                'data={"method": "filesystem.put", "params": []}',
+                f"{srv.url}/_upload",
+            ],
+        ),
         (413, upload_args(srv, "filesystem.put", [dest], big)),
         (422, upload_args(srv, "no.such_method", [], small)),
         (422, upload_args(srv, "filesystem.copy", ["/a", "/b"], small)),
@@ -143,10 +178,13 @@ async def test_upload_refusals(make_server: Callable[..., ServerProc], tmp_path:
         assert code == status, (args, code, body)
         assert body["error"] and body["status"] == status
     async with raw(srv.ws_url, "root", srv.password) as c:
-        await c.call("user.create", {"username": "eve", "password": "eve-password",
-                                     "allowlist": ["filesystem.*"]})
-    code, body = status_and_body(*upload_args(srv, "config.upload", [], small,
-                                              auth=("-u", "eve:eve-password")))
+        await c.call(
+            "user.create",
+            {"username": "eve", "password": "eve-password", "allowlist": ["filesystem.*"]},
+        )
+    code, body = status_and_body(
+        *upload_args(srv, "config.upload", [], small, auth=("-u", "eve:eve-password"))
+    )
     assert code == 403 and "administrators" in body["error"]
     async with raw(srv.ws_url, "root", srv.password) as c:
         assert await c.call("core.ping") == "pong"
@@ -158,10 +196,12 @@ async def test_upload_credentials_kinds(server: ServerProc, tmp_path: Path) -> N
     async with raw(server.ws_url, "root", server.password) as c:
         key = (await c.call("api_key.create", {"name": "upload"}))["key"]
         token = await c.call("auth.generate_token", 600, False)
-        for i, auth in enumerate([("-H", f"Authorization: Bearer {key}"),
-                                  ("-H", f"Authorization: Token {token}")]):
-            out = await acurl(*upload_args(server, "filesystem.put", [str(folder / f"k{i}")],
-                                           small, auth=auth))
+        for i, auth in enumerate(
+            [("-H", f"Authorization: Bearer {key}"), ("-H", f"Authorization: Token {token}")]
+        ):
+            out = await acurl(
+                *upload_args(server, "filesystem.put", [str(folder / f"k{i}")], small, auth=auth)
+            )
             assert (await wait_job(c, json.loads(out.stdout)["job_id"]))["state"] == "SUCCESS"
         args = upload_args(server, "filesystem.put", [str(folder / "k3")], small, auth=())
         args[-1] += f"?auth_token={token}"
@@ -169,8 +209,7 @@ async def test_upload_credentials_kinds(server: ServerProc, tmp_path: Path) -> N
         assert (await wait_job(c, json.loads(out.stdout)["job_id"]))["state"] == "SUCCESS"
         # A download token is not a login token.
         (folder / "k0").write_bytes(b"x")
-        _, url = await c.call("core.download", "filesystem.get", [str(folder / "k0")], "k0",
-                              True)
+        _, url = await c.call("core.download", "filesystem.get", [str(folder / "k0")], "k0", True)
         dl_token = url.split("auth_token=")[1]
         args = upload_args(server, "filesystem.put", [str(folder / "k4")], small, auth=())
         args[-1] += f"?auth_token={dl_token}"
@@ -189,8 +228,9 @@ async def test_download_refusals_and_deadline(
         await c.call("core.subscribe", "core.get_jobs")
         job_id, url = await c.call("core.download", "filesystem.get", [str(f)], "d.bin")
         # Nobody fetches it: after the deadline the job is aborted and the URL is gone.
-        aborted = await c.notification(lambda n: n["params"]["id"] == job_id and
-                                       n["params"]["fields"]["state"] == "ABORTED")
+        aborted = await c.notification(
+            lambda n: n["params"]["id"] == job_id and n["params"]["fields"]["state"] == "ABORTED"
+        )
         assert "did not start within 0.5 s" in aborted["params"]["fields"]["error"]
         code, body = status_and_body(srv.url + url)
         assert code == 410 and "expired" in body["error"]
@@ -204,8 +244,7 @@ async def test_download_refusals_and_deadline(
         code, body = status_and_body(f"{srv.url}/_download/notanumber?auth_token=x")
         assert code == 404
         # A token bound to one job does not open another.
-        other_id, other_url = await c.call("core.download", "filesystem.get", [str(f)], "d",
-                                           True)
+        other_id, other_url = await c.call("core.download", "filesystem.get", [str(f)], "d", True)
         token = url.split("auth_token=")[1]
         code, _ = status_and_body(f"{srv.url}/_download/{other_id}?auth_token={token}")
         assert code == 401
@@ -216,8 +255,9 @@ async def test_download_refusals_and_deadline(
 async def test_buffered_resume_with_range(server: ServerProc, tmp_path: Path) -> None:
     src = random_file(server.data_dir / "files" / "résumé ☃.bin", 5_000_000)
     async with raw(server.ws_url, "root", server.password) as c:
-        job_id, url = await c.call("core.download", "filesystem.get", [str(src)],
-                                   "résumé ☃.bin", True)
+        job_id, url = await c.call(
+            "core.download", "filesystem.get", [str(src)], "résumé ☃.bin", True
+        )
         # Buffered: the job runs to the end without a reader and its output waits.
         assert (await wait_job(c, job_id))["state"] == "SUCCESS"
     part = tmp_path / "part"
@@ -239,8 +279,8 @@ def _partial_upload(server: ServerProc, dest: str) -> bytes:
     boundary = "XyZ"
     data = json.dumps({"method": "filesystem.put", "params": [dest]})
     body = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"data\"\r\n\r\n{data}\r\n"
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"p\"\r\n"
+        f'--{boundary}\r\nContent-Disposition: form-data; name="data"\r\n\r\n{data}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="p"\r\n'
         "Content-Type: application/octet-stream\r\n\r\n"
     ).encode() + b"z" * 300_000
     auth = base64.b64encode(f"root:{server.password}".encode()).decode()
@@ -259,17 +299,25 @@ async def test_disconnect_mid_upload(server: ServerProc) -> None:
         reader, writer = await asyncio.open_connection(server.host, server.port)
         writer.write(_partial_upload(server, str(dest)))
         await writer.drain()
-        started = await c.notification(lambda n: n["params"]["fields"]["method"] ==
-                                       "filesystem.put" and n["params"]["msg"] == "added")
+        started = await c.notification(
+            lambda n: (
+                n["params"]["fields"]["method"] == "filesystem.put"
+                and n["params"]["msg"] == "added"
+            )
+        )
         job_id = started["params"]["id"]
         # The job receives what has come so far, then the client vanishes.
-        await c.notification(lambda n: n["params"]["id"] == job_id and
-                             (n["params"]["fields"]["progress"]["description"] or "")
-                             .startswith("Received"))
+        await c.notification(
+            lambda n: (
+                n["params"]["id"] == job_id
+                and (n["params"]["fields"]["progress"]["description"] or "").startswith("Received")
+            )
+        )
         writer.close()
         await writer.wait_closed()
-        failed = await c.notification(lambda n: n["params"]["id"] == job_id and
-                                      n["params"]["fields"]["state"] == "FAILED")
+        failed = await c.notification(
+            lambda n: n["params"]["id"] == job_id and n["params"]["fields"]["state"] == "FAILED"
+        )
         assert failed["params"]["fields"]["error"] == "Upload interrupted"
         assert await c.call("core.ping") == "pong"
         del reader
@@ -278,14 +326,14 @@ async def test_disconnect_mid_upload(server: ServerProc) -> None:
     assert list((server.data_dir / "spool").glob("*.upload")) == []
 
 
-async def test_config_save_and_restore(make_server: Callable[..., ServerProc],
-                                       tmp_path: Path) -> None:
+async def test_config_save_and_restore(
+    make_server: Callable[..., ServerProc], tmp_path: Path
+) -> None:
     srv = make_server()
     backup = tmp_path / "middlewared-backup.db"
     async with raw(srv.ws_url, "root", srv.password) as c:
         await c.call("user.create", {"username": "kept", "password": "kept-password"})
-        job_id, url = await c.call("core.download", "config.save", [{}],
-                                   "middlewared-backup.db")
+        job_id, url = await c.call("core.download", "config.save", [{}], "middlewared-backup.db")
         await acurl("-o", str(backup), srv.url + url)
         assert (await wait_job(c, job_id))["state"] == "SUCCESS"
         assert backup.read_bytes()[:16] == b"SQLite format 3\x00"
@@ -306,8 +354,9 @@ async def test_config_save_and_restore(make_server: Callable[..., ServerProc],
         assert users == {"root", "kept"}
         # Jobs started after the snapshot are still there.
         assert await c.call("core.get_jobs", [["id", "=", after]], {"count": True}) == 1
-        new = await c.call("core.set_options", {"legacy_jobs": True}) and \
-            await c.call("test.progress", 1)
+        new = await c.call("core.set_options", {"legacy_jobs": True}) and await c.call(
+            "test.progress", 1
+        )
         assert new > good["id"]
     async with raw(srv.ws_url) as c:
         assert await c.call("auth.login", "later", "later-password") is False

@@ -71,12 +71,16 @@ async def test_retention_emits_removed(make_server: Callable[..., ServerProc]) -
         await c.call("core.subscribe", "core.get_jobs")
         first_call = await c.request("test.progress", 1)
         await c.reply(first_call)
-        first = next(n["params"]["id"] for n in c.notifications
-                     if first_call in n["params"].get("fields", {}).get("message_ids", []))
+        first = next(
+            n["params"]["id"]
+            for n in c.notifications
+            if first_call in n["params"].get("fields", {}).get("message_ids", [])
+        )
         for _ in range(3):
             await c.reply(await c.request("test.progress", 1))
-        removed = await c.notification(lambda n: n["params"]["msg"] == "removed"
-                                       and n["params"]["id"] == first)
+        removed = await c.notification(
+            lambda n: n["params"]["msg"] == "removed" and n["params"]["id"] == first
+        )
         assert "fields" not in removed["params"]
         assert await c.call("core.get_jobs", [["id", "=", first]]) == []
 

@@ -26,8 +26,11 @@ async def tn_call(c: Raw, method: str, *params: Any) -> dict[str, Any]:
 
 
 async def handshake(c: Raw) -> None:
-    reply = await tn_call(c, "core.set_options", {"legacy_jobs": False, "private_methods": False,
-                                                  "py_exceptions": False})
+    reply = await tn_call(
+        c,
+        "core.set_options",
+        {"legacy_jobs": False, "private_methods": False, "py_exceptions": False},
+    )
     assert reply["result"]["legacy_jobs"] is False
 
 
@@ -76,9 +79,11 @@ async def test_password_login_jobs_and_errors(server: ServerProc) -> None:
     async with raw(server.ws_url) as c:
         await handshake(c)
         assert await silent_subscribe(c) is None
-        reply = await tn_call(c, "auth.login_ex", {"mechanism": "PASSWORD_PLAIN",
-                                                   "username": "root",
-                                                   "password": server.password})
+        reply = await tn_call(
+            c,
+            "auth.login_ex",
+            {"mechanism": "PASSWORD_PLAIN", "username": "root", "password": server.password},
+        )
         assert reply["result"]["response_type"] == "SUCCESS"
         assert await silent_subscribe(c) is not None
 

@@ -118,7 +118,7 @@ class Engine:
 
     async def open(self, lookup: Callable[[str], MethodSpec | None] = lambda name: None) -> int:
         await self.store.open()
-        return await self.manager.recover(lookup)
+        return await self.manager.recover(lookup, {"root": ROOT, "alice": ALICE, "bob": BOB}.get)
 
     async def submit(
         self,
@@ -337,12 +337,6 @@ async def test_merge_goes_to_the_last_of_a_full_queue(eng: Engine) -> None:
     await asyncio.gather(*(j.done for j in jobs))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a call merged into a job whose insert is still pending publishes CHANGED "
-    "before that job's ADDED (the merge awaits job.persisted directly, _run through "
-    "asyncio.shield, one loop turn later)",
-)
 async def test_added_comes_first_even_when_a_merge_races_the_insert(eng: Engine) -> None:
     locked = spec(lock="L", lock_queue_size=1)
     first = await eng.submit(locked, "first", message_id=1)
@@ -606,11 +600,6 @@ async def test_recover_fails_interrupted_jobs_and_requeues_retryable_ones(
     await again.store.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a re-queued job runs with admin credentials of kind INTERNAL whoever "
-    "started it (JobManager._requeue), so a user's job gains admin rights after a restart",
-)
 async def test_a_requeued_job_keeps_its_owners_credentials(tmp_path: Path, gates: Gates) -> None:
     retryable = spec("t.retry", retry_on_restart=True)
     db, logs = tmp_path / "middlewared.db", tmp_path / "logs"
@@ -632,11 +621,6 @@ async def test_a_requeued_job_keeps_its_owners_credentials(tmp_path: Path, gates
         await after.store.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: transient jobs take an id without raising the stored counter, so after a "
-    "restart the next job may get the same id (ids must never be reused)",
-)
 async def test_ids_of_transient_jobs_are_not_reused_after_a_restart(
     tmp_path: Path, gates: Gates
 ) -> None:

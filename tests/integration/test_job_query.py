@@ -340,11 +340,6 @@ async def app(tmp_path: Path) -> AsyncIterator[Middleware]:
     await middleware.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: core.bulk redacts only its own params (none secret): the params of the "
-    "method it calls are stored and shown in full, a user.create password included",
-)
 async def test_a_bulk_calls_secrets_are_never_shown(app: Middleware) -> None:
     secret = "correct horse battery"
     statuses = await app.call(

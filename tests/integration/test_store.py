@@ -247,11 +247,6 @@ async def test_close_twice_is_harmless(db: Path) -> None:
     await s.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a write queued while close() waits for the writer lands behind the stop "
-    "marker: its future never resolves (neither committed nor refused)",
-)
 async def test_a_write_during_close_is_committed_or_refused(db: Path) -> None:
     s = SQLiteStore(db)
     await s.open()

@@ -188,11 +188,6 @@ def test_a_forgotten_address_is_dropped(clock: FakeClock) -> None:
     assert "a" not in t._failures
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: LoginThrottler forgets an address only when that same address is seen "
-    "again, so failures from many distinct addresses stay in memory forever",
-)
 def test_memory_is_bounded_across_addresses(clock: FakeClock) -> None:
     t = throttler(window=60)
     for i in range(10_000):
@@ -339,11 +334,6 @@ def test_a_malformed_hash_never_verifies(malformed: str) -> None:
     assert verify_password("pw", malformed) is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: verify_password decodes the stored digest outside its try block: a "
-    "malformed digest raises binascii.Error instead of returning False",
-)
 @pytest.mark.parametrize("digest", ["A", "AAAAA", "A" * 43])
 def test_a_malformed_digest_never_verifies(digest: str) -> None:
     assert verify_password("pw", "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$" + digest) is False

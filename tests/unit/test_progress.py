@@ -191,11 +191,6 @@ async def test_once_the_interval_passed_an_update_is_emitted_at_once(clock: Fake
     coalescer.forget(job)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the first update waits for `interval` when time.monotonic() < interval "
-    "(the last emission defaults to 0.0, but the monotonic clock's epoch is undefined)",
-)
 async def test_first_update_is_at_once_whatever_the_clock_reads(clock: FakeClock) -> None:
     clock.now = 0.1  # e.g. a machine booted a moment ago: monotonic counts from boot
     rec = Recorder()

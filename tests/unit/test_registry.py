@@ -110,14 +110,7 @@ def test_a_duplicate_method_is_refused() -> None:
     [
         None,
         "",
-        pytest.param(
-            "   \n  ",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: a blank docstring passes (inspect.getdoc gives '  ', which is "
-                "truthy): core.get_methods then shows an empty description",
-            ),
-        ),
+        "   \n  ",
     ],
 )
 def test_a_method_without_a_docstring_is_refused(doc: str | None) -> None:
@@ -232,12 +225,7 @@ def test_every_method_is_documented(spec: MethodSpec) -> None:
 
 @pytest.mark.parametrize(
     "spec",
-    methods_with_bugs(
-        {
-            "core.download": "BUG: its returns schema uses prefixItems, which the schema "
-            "compiler (middlewared.rpc.schema) does not support",
-        }
-    ),
+    methods_with_bugs({}),
 )
 def test_every_schema_compiles(spec: MethodSpec) -> None:
     for param in spec.params:
@@ -249,12 +237,7 @@ def test_every_schema_compiles(spec: MethodSpec) -> None:
 
 @pytest.mark.parametrize(
     "spec",
-    methods_with_bugs(
-        {
-            "core.job_download_logs": "BUG: param filename defaults to None but its schema "
-            "(FILENAME) only allows a string",
-        }
-    ),
+    methods_with_bugs({}),
 )
 def test_defaults_satisfy_their_schema(spec: MethodSpec) -> None:
     for param in spec.params:
