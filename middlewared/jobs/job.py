@@ -112,6 +112,10 @@ class Job:
         if self.logs is not None:
             self.logs.write(text)
 
+    async def wait(self) -> Any:
+        """The job's result (or its error). Cancelling the waiter leaves the job alone."""
+        return await asyncio.shield(self.done)
+
     @property
     def ended(self) -> bool:
         return self.state in ENDED

@@ -85,7 +85,7 @@ class Dispatcher:
         job = await self.jobs.submit(spec, args, redact(args, spec.params), credentials, message_id)
         if legacy_jobs:
             return job.id
-        return await job.done
+        return await job.wait()
 
 
 def error_object(exc: BaseException, name: str, with_trace: bool) -> dict[str, Any]:

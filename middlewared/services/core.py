@@ -152,7 +152,7 @@ async def job_wait(ctx: CallContext, job: Job, job_id: int) -> Any:
     target.watchers.append(mirror)
     mirror(target)
     try:
-        return await asyncio.shield(target.done)
+        return await target.wait()
     finally:
         target.watchers.remove(mirror)
 
@@ -191,7 +191,7 @@ async def bulk(
                     mounted.spec, bound, redact(bound, mounted.spec.params), ctx.user
                 )
                 status["job_id"] = sub.id
-                status["result"] = await sub.done
+                status["result"] = await sub.wait()
         except MiddlewareError as e:
             status["error"] = e.reason
             status["errno"] = e.errno

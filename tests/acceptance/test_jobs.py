@@ -275,3 +275,20 @@ async def test_many_jobs_concurrently(server: ServerProc) -> None:
         calls = [await c.request("test.progress", 3) for _ in range(50)]
         for call in calls:
             assert (await c.reply(call))["result"] == 3
+
+
+async def test_caller_disconnecting_leaves_the_job_running(server: ServerProc) -> None:
+    g = gate()
+    async with raw(server.ws_url, "root", server.password) as c:
+        await c.call("core.subscribe", "core.get_jobs")
+        _, job = await start(c, "test.wait", g)
+        await c.notification(job_event(job, "RUNNING"))
+    # The caller is gone; the job is not.
+    async with raw(server.ws_url, "root", server.password) as c:
+        await c.call("core.subscribe", "core.get_jobs")
+        assert (await c.call("core.get_jobs", [["id", "=", job]], {"get": True}))[
+            "state"
+        ] == "RUNNING"
+        await c.call("test.open_gate", g)
+        done = await c.notification(job_event(job, "SUCCESS"))
+        assert done["params"]["fields"]["result"] == g
