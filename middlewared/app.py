@@ -12,6 +12,7 @@ import os
 import pkgutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -57,6 +58,8 @@ class Middleware:
         self.registries: list[Registry] = []
         self.started = time.time()
         self._retention_task: asyncio.Task[None] | None = None
+        # Set by the HTTP layer: how many WebSocket sessions are open.
+        self.session_count: Callable[[], int] = lambda: 0
 
     # -- mounting -----------------------------------------------------------------------
     def mount(self, registry: Registry) -> None:

@@ -5,21 +5,27 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-import secrets
 import shutil
 import stat as st
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from middlewared.context import CallContext
+from middlewared.context import CallContext, ServerApi
 from middlewared.errors import ValidationErrors
 from middlewared.jobs.job import Job
 from middlewared.jobs.pipes import UploadedFile
 from middlewared.registry import JobOptions, Param, Registry
 
 from .paths import confine
+from .tempfiles import journalled_temp, sweep
 
 registry = Registry("filesystem", "Files and directories under the configured roots")
+
+
+@registry.on_startup
+async def _sweep_temp_files(app: ServerApi) -> None:
+    await asyncio.to_thread(sweep, app.config.data_dir, app.config.roots)
+
 
 PATH = {"type": "string", "minLength": 1, "maxLength": 4096}
 CHUNK = 1024 * 1024
@@ -258,10 +264,10 @@ class _Receiver:
         percent = min(99.0, 100 * self.received / self.expected) if self.expected else None
         self.job.set_progress(percent, f"Received {self.received} bytes")
 
-    async def save(self, source: UploadedFile, real: Path, mode: int) -> None:
-        """Write to a temporary name beside the target, fsync, then rename: atomic."""
-        tmp = real.parent / f".{real.name}.{secrets.token_hex(6)}.part"
-        try:
+    async def save(self, source: UploadedFile, real: Path, mode: int, data_dir: Path) -> None:
+        """Write to a temporary name beside the target, fsync, then rename: atomic. The
+        temporary name is journalled, so a crash leaves no stray file behind."""
+        with journalled_temp(data_dir, real) as tmp:
             with tmp.open("xb") as out:
                 async for chunk in source.chunks():
                     await asyncio.to_thread(out.write, chunk)
@@ -269,9 +275,6 @@ class _Receiver:
                     self.report()
                 await asyncio.to_thread(_sync, out, mode)
             await asyncio.to_thread(os.replace, tmp, real)
-        except BaseException:
-            await asyncio.shield(asyncio.to_thread(tmp.unlink, True))
-            raise
 
 
 def _sync(f: BinaryIO, mode: int) -> None:
@@ -309,7 +312,7 @@ async def put(ctx: CallContext, job: Job, path: str, options: dict[str, Any]) ->
         real = await asyncio.to_thread(
             _check_target, target, options.get("overwrite", False), roots
         )
-        await receiver.save(source, real, options.get("mode", 0o644))
+        await receiver.save(source, real, options.get("mode", 0o644), ctx.config.data_dir)
         written.append(str(real))
     if not written:
         raise ValidationErrors([("file", "No file was uploaded", errno.ENOENT)])

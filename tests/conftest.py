@@ -12,6 +12,18 @@ from tests.serverproc import ServerProc
 PLUGINS = Path(__file__).parent / "plugins"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long", action="store_true", help="run the long forms of the fault and load tests"
+    )
+
+
+@pytest.fixture(scope="session")
+def long_run(request: pytest.FixtureRequest) -> bool:
+    """True with --long: the kill loop and soak run their long forms."""
+    return bool(request.config.getoption("--long"))
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
     """One server shared by the tests that do not restart it."""

@@ -3,27 +3,38 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno as _errno
 import logging
-from collections.abc import Generator
+import os
+from collections.abc import Generator, Sequence
+from pathlib import Path
 from typing import Any, Literal, overload
 
 from middlewared.errors import MiddlewareError
+from middlewared_client import transfers
 from middlewared_client.connection import Connection
 from middlewared_client.errors import (
     CallTimeout,
     ClientClosed,
     ClientError,
     ConnectionLost,
+    error_from_record,
     error_from_rpc,
 )
 from middlewared_client.jobs import JobHandle, JobTracker, ProgressCallback
 from middlewared_client.link import Link, login
 from middlewared_client.options import DEFAULT_MAX_SIZE, DEFAULT_URL, ClientOptions, Credentials
 from middlewared_client.subscriptions import EndCallback, EventCallback, Listener, Subscriptions
+from middlewared_client.transfers import FileSpec, TransferCallback
 
 log = logging.getLogger(__name__)
 
 JOBS_COLLECTION = "core.get_jobs"
+# A token for one HTTP transfer of a client logged in with a token: single-use, short-lived.
+HTTP_TOKEN_TTL = 300
+# How long a failed download waits for its aborted job to report how it ended.
+ABANDON_TIMEOUT = 10.0
 
 
 class AsyncClient:
@@ -202,6 +213,81 @@ class AsyncClient:
             return job_id if isinstance(job_id, int) else None
         return None
 
+    async def follow_job(
+        self, job_id: int, *, on_progress: ProgressCallback | None = None
+    ) -> JobHandle:
+        """A handle on job ``job_id``, which this client did not start by a call (an upload,
+        another client's job): progress from ``core.get_jobs`` events, the outcome from
+        ``core.job_wait``. Raises ``NotFound`` when there is no such job to be seen."""
+        timeout = self.options.call_timeout
+        conn = await self._link.current()
+        await self._job_events(conn, "core.job_wait", timeout)
+        handle = JobHandle(conn.next_id(), "", self)
+        if on_progress is not None:
+            handle.add_progress_callback(on_progress)
+        self._jobs.follow(handle, job_id)
+        try:
+            await self._seed(conn, handle, job_id, timeout)
+            future = await conn.send_call(handle.call_id, "core.job_wait", [job_id])
+        except BaseException as exc:
+            error = exc if isinstance(exc, MiddlewareError) else ClientError(str(exc))
+            self._jobs.finish(handle, error=error)
+            raise
+        future.add_done_callback(lambda f: self._settle_followed(handle, f))
+        return handle
+
+    async def upload(
+        self,
+        method: str,
+        params: Sequence[Any] | dict[str, Any],
+        files: Sequence[FileSpec],
+        *,
+        on_progress: TransferCallback | None = None,
+    ) -> JobHandle:
+        """Start ``method`` with ``files`` as its input (``POST /_upload``); a handle on its job.
+
+        ``files`` are paths, or ``(filename, path)`` pairs to name them otherwise; each is
+        streamed from disk. ``on_progress(sent, total)`` follows the bytes sent. The handle
+        follows the job: ``await handle.result()`` is its outcome.
+        """
+        sources = await asyncio.to_thread(transfers.local_files, files)
+        headers = await self._http_headers()
+        request = (method, params if isinstance(params, dict) else list(params))
+        async with transfers.session(self.options.connect_timeout) as http:
+            job_id = await transfers.upload(
+                http, self._http_url("/_upload"), headers, request, sources, on_progress
+            )
+        return await self.follow_job(job_id)
+
+    async def download(
+        self,
+        method: str,
+        args: Sequence[Any],
+        filename: str,
+        dest: str | os.PathLike[str],
+        *,
+        buffered: bool = False,
+        on_progress: TransferCallback | None = None,
+    ) -> Any:
+        """Run ``method`` with its output saved to ``dest``; the job's result.
+
+        ``core.download`` starts the job, then its output is fetched over HTTP into a
+        temporary name beside ``dest`` (into ``dest/filename`` when ``dest`` is a directory),
+        renamed once both the transfer and the job succeeded. Raises the job's error if it
+        failed, else the transfer's. ``on_progress(received, total)`` follows the bytes.
+        """
+        target = await asyncio.to_thread(_download_target, Path(dest), filename)
+        job_id, url = await self.call("core.download", method, list(args), filename, buffered)
+        handle = await self._follow_or_abort(job_id)
+        part = transfers.temp_beside(target)
+        try:
+            await self._fetch(url, part, handle, on_progress)
+            result = await handle.result()
+            await asyncio.to_thread(os.replace, part, target)
+        finally:
+            await asyncio.shield(asyncio.to_thread(transfers.discard, part))
+        return result
+
     async def close(self) -> None:
         """Close the connection; calls and jobs in flight fail with ``ClientClosed``."""
         if self._link.closed:
@@ -253,21 +339,8 @@ class AsyncClient:
         on_progress: ProgressCallback | None,
         reply_timeout: float | None,
     ) -> JobHandle:
-        if not self._subs.has_listeners(JOBS_COLLECTION, internal=True):
-            self._subs.add(Listener(JOBS_COLLECTION, self._jobs.on_event, internal=True))
         conn = await self._link.current()
-        try:
-            async with asyncio.timeout(reply_timeout):
-                await self._subs.ensure_server(
-                    JOBS_COLLECTION, lambda n: self._subscribe_on(conn, n)
-                )
-        except TimeoutError:
-            raise CallTimeout(f"No reply to core.subscribe within {reply_timeout} s") from None
-        except MiddlewareError as exc:
-            if isinstance(exc, ClientError):
-                raise
-            # Refused (not logged in, say): the call goes on, and its reply tells why.
-            log.info("no job events for %s: %s", method, exc)
+        await self._job_events(conn, method, reply_timeout)
         handle = JobHandle(conn.next_id(), method, self)
         if on_progress is not None:
             handle.add_progress_callback(on_progress)
@@ -281,6 +354,33 @@ class AsyncClient:
         future.add_done_callback(lambda f: self._settle(handle, f))
         return handle
 
+    async def _job_events(self, conn: Connection, method: str, reply_timeout: float | None) -> None:
+        """Make sure ``core.get_jobs`` events reach the job tracker."""
+        if not self._subs.has_listeners(JOBS_COLLECTION, internal=True):
+            self._subs.add(Listener(JOBS_COLLECTION, self._jobs.on_event, internal=True))
+        try:
+            async with asyncio.timeout(reply_timeout):
+                await self._subs.ensure_server(
+                    JOBS_COLLECTION, lambda n: self._subscribe_on(conn, n)
+                )
+        except TimeoutError:
+            raise CallTimeout(f"No reply to core.subscribe within {reply_timeout} s") from None
+        except MiddlewareError as exc:
+            if isinstance(exc, ClientError):
+                raise
+            # Refused (not logged in, say): the call goes on, and its reply tells why.
+            log.info("no job events for %s: %s", method, exc)
+
+    async def _seed(
+        self, conn: Connection, handle: JobHandle, job_id: int, timeout: float | None
+    ) -> None:
+        """The job's record as it is now: it may have ended before events were asked for."""
+        query = [[["id", "=", job_id]], {"get": True}]
+        record = await conn.call("core.get_jobs", query, timeout)
+        if isinstance(record, dict):
+            handle.method = str(record.get("method") or "")
+            self._jobs.on_event({"msg": "changed", "id": job_id, "fields": record})
+
     def _settle(self, handle: JobHandle, future: asyncio.Future[Any]) -> None:
         if future.cancelled():
             self._jobs.finish(handle, error=ClientClosed())
@@ -291,6 +391,72 @@ class AsyncClient:
         else:
             error = exc if isinstance(exc, MiddlewareError) else ClientError(str(exc))
             self._jobs.finish(handle, error=error)
+
+    def _settle_followed(self, handle: JobHandle, future: asyncio.Future[Any]) -> None:
+        # core.job_wait on a job that ended already answers a bare CallError: the job's
+        # record (seeded, or from its last event) keeps its errno and validation errors.
+        exc = None if future.cancelled() else future.exception()
+        if isinstance(exc, MiddlewareError) and not isinstance(exc, ClientError):
+            recorded = error_from_record(handle.record)
+            if recorded is not None:
+                self._jobs.finish(handle, error=recorded)
+                return
+        self._settle(handle, future)
+
+    # File transfers.
+
+    def _http_url(self, path: str) -> str:
+        return transfers.http_base(self.url) + path
+
+    async def _http_headers(self) -> dict[str, str]:
+        """The connection's credentials for HTTP; a token login gets a fresh token."""
+        headers = transfers.auth_header(self._link.credentials)
+        if headers is None:
+            token = await self.call("auth.generate_token", HTTP_TOKEN_TTL, True)
+            headers = {"Authorization": f"Token {token}"}
+        return headers
+
+    async def _follow_or_abort(self, job_id: int) -> JobHandle:
+        try:
+            return await self.follow_job(job_id)
+        except BaseException:
+            # Nobody will fetch its output: do not leave the job waiting for a reader.
+            with contextlib.suppress(MiddlewareError):
+                await self.abort_job(job_id)
+            raise
+
+    async def _fetch(
+        self, url: str, part: Path, handle: JobHandle, on_progress: TransferCallback | None
+    ) -> None:
+        try:
+            async with transfers.session(self.options.connect_timeout) as http:
+                await transfers.download(http, self._http_url(url), part, on_progress)
+        except MiddlewareError as exc:
+            raise await self._abandon(handle, exc) from exc
+
+    async def _abandon(self, handle: JobHandle, error: MiddlewareError) -> MiddlewareError:
+        """The transfer failed: stop the job; its own error, if it failed first, explains more."""
+        if not handle.done():
+            with contextlib.suppress(MiddlewareError):
+                await handle.abort()
+        try:
+            await handle.result(ABANDON_TIMEOUT)
+        except MiddlewareError as exc:
+            if exc.errno != _errno.ECANCELED and not isinstance(exc, ClientError):
+                return exc
+        except TimeoutError:
+            pass
+        return error
+
+
+def _download_target(dest: Path, filename: str) -> Path:
+    """``dest`` itself, or ``dest/filename`` when ``dest`` is a directory."""
+    if not dest.is_dir():
+        return dest
+    name = os.path.basename(filename.replace("\\", "/"))
+    if name in ("", ".", ".."):
+        raise ValueError(f"cannot save {filename!r} into a directory")
+    return dest / name
 
 
 class Connecting:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import errno as _errno
+import re
 from typing import Any, TypeVar
 
+from middlewared import jsonc
 from middlewared.errors import (
     CODE_TO_CLASS,
+    ENOMETHOD,
     ENOTAUTHENTICATED,
     Busy,
     CallError,
@@ -33,6 +36,8 @@ __all__ = [
     "NotConnected",
     "ValidationErrors",
     "errname",
+    "error_from_http",
+    "error_from_record",
     "error_from_rpc",
 ]
 
@@ -158,3 +163,75 @@ def error_from_rpc(error: Any, method: str | None = None) -> MiddlewareError:
     if isinstance(trace, dict) and isinstance(trace.get("formatted"), str):
         exc.add_note(f"Remote traceback ({trace.get('class', '?')}):\n{trace['formatted']}")
     return exc
+
+
+# An HTTP refusal of /_upload or /_download carries no errno unless it names one.
+HTTP_ERRNOS: dict[int, int] = {
+    400: _errno.EINVAL,
+    401: ENOTAUTHENTICATED,
+    403: _errno.EACCES,
+    404: _errno.ENOENT,
+    405: _errno.EINVAL,
+    409: _errno.EFAULT,
+    410: _errno.ENOENT,
+    413: _errno.EFBIG,
+    422: _errno.EINVAL,
+    429: _errno.EBUSY,
+}
+_NO_METHOD = re.compile(r"Method '(?P<method>.*)' does not exist")
+_ERRNOS_BY_NAME = {name: code for code, name in _errno.errorcode.items()}
+
+
+def _errno_by_name(name: Any) -> int | None:
+    if not isinstance(name, str):
+        return None
+    return {"ENOMETHOD": ENOMETHOD, "ENOTAUTHENTICATED": ENOTAUTHENTICATED}.get(
+        name, _ERRNOS_BY_NAME.get(name)
+    )
+
+
+def _http_body(body: bytes) -> dict[str, Any]:
+    try:
+        data = jsonc.loads(body)
+    except jsonc.JSONDecodeError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def error_from_http(status: int, body: bytes, method: str | None = None) -> MiddlewareError:
+    """Turn a refusal of ``/_upload`` or ``/_download`` (``{"error", "status"}``) into an error."""
+    data = _http_body(body)
+    reason = data.get("error")
+    if not isinstance(reason, str) or not reason:
+        reason = f"HTTP {status}: {body[:200].decode(errors='replace').strip()}".rstrip(": ")
+    errno = _errno_by_name(data.get("errname")) or HTTP_ERRNOS.get(status, _errno.EFAULT)
+    extra = data.get("extra")
+    if isinstance(extra, list) and extra and errno == _errno.EINVAL:
+        return _validation(reason, extra)
+    missing = _NO_METHOD.fullmatch(reason) if status == 422 else None
+    if missing is not None:
+        exc = _build(MethodNotFound, reason, ENOMETHOD, None)
+        exc.method = method or missing["method"]
+        return exc
+    cls = ERRNO_TO_CLASS.get(errno, CallError)
+    return _build(cls, reason, errno, extra if isinstance(extra, list) else None)
+
+
+def error_from_record(record: dict[str, Any]) -> MiddlewareError | None:
+    """The error a FAILED or ABORTED job record carries (``None`` for other states)."""
+    state = record.get("state")
+    if state not in ("FAILED", "ABORTED"):
+        return None
+    reason = record.get("error")
+    reason = reason if isinstance(reason, str) and reason else f"Job {state}"
+    info = record.get("exc_info")
+    info = info if isinstance(info, dict) else {}
+    errno = info.get("errno")
+    errno = errno if isinstance(errno, int) and not isinstance(errno, bool) else None
+    if state == "ABORTED" and errno is None:
+        errno = _errno.ECANCELED
+    extra = info.get("extra")
+    if info.get("type") == "VALIDATION":
+        return _validation(reason, extra)
+    cls = ERRNO_TO_CLASS.get(errno, CallError) if errno is not None else CallError
+    return _build(cls, reason, errno, extra if isinstance(extra, list) else None)

@@ -180,6 +180,13 @@ class JobTracker:
     def track(self, handle: JobHandle) -> None:
         self._by_call[handle.call_id] = handle
 
+    def follow(self, handle: JobHandle, job_id: int) -> None:
+        """Track a job this client did not start by a call; ``handle.call_id`` is the call
+        whose reply settles it (a ``core.job_wait``)."""
+        self._by_call[handle.call_id] = handle
+        handle._bind(job_id)
+        self._by_job.setdefault(job_id, []).append(handle)
+
     def on_event(self, params: dict[str, Any]) -> None:
         """Feed one ``collection_update`` of ``core.get_jobs``."""
         if params.get("msg") == "removed" or not self._by_call:

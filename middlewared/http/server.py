@@ -45,6 +45,7 @@ def build_app(middleware: Middleware) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=1024**2)
     app[MIDDLEWARE] = middleware
     app[SESSIONS] = set()
+    middleware.session_count = lambda: len(app[SESSIONS])
     app.router.add_get("/api/current", websocket_handler)
     app.router.add_post("/_upload", upload_handler)
     app.router.add_post("/_upload/", upload_handler)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from typing import TYPE_CHECKING, Any, cast
 
 from middlewared.context import CallContext, SessionApi
@@ -200,3 +202,35 @@ async def bulk(
         statuses.append(status)
         job.set_progress(100 * (i + 1) / max(1, len(params)), f"{i + 1} of {len(params)}")
     return statuses
+
+
+@registry.method(returns={"type": "object"}, admin_only=True)
+async def stats(ctx: CallContext) -> dict[str, Any]:
+    """What the server holds now: connections, subscriptions, live jobs, asyncio tasks,
+    open file descriptors and resident memory (to check that nothing leaks)."""
+    app = server(ctx)
+    return {
+        "sessions": app.session_count(),
+        "subscriptions": app.bus.subscriber_count(),
+        "live_jobs": len(app.jobs.live),
+        "downloads": len(app.transfers.downloads),
+        "tasks": len(asyncio.all_tasks()),
+        "fds": _count_fds(),
+        "rss_bytes": _rss(),
+        "uptime_seconds": time.time() - app.started,
+    }
+
+
+def _count_fds() -> int | None:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return None
+
+
+def _rss() -> int | None:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
