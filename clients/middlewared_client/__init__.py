@@ -7,6 +7,7 @@ from middlewared.errors import (
     MethodNotFound,
     MiddlewareError,
     NotAuthenticated,
+    NotFound,
     PermissionDenied,
     ValidationErrors,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "MiddlewareError",
     "NotAuthenticated",
     "NotConnected",
+    "NotFound",
     "PermissionDenied",
     "ReconnectPolicy",
     "SyncJobHandle",

@@ -277,15 +277,16 @@ class AsyncClient:
         failed, else the transfer's. ``on_progress(received, total)`` follows the bytes.
         """
         target = await asyncio.to_thread(_download_target, Path(dest), filename)
-        job_id, url = await self.call("core.download", method, list(args), filename, buffered)
-        handle = await self._follow_or_abort(job_id)
-        part = transfers.temp_beside(target)
+        # Created first: a destination that cannot be written fails before any job starts.
+        part = await asyncio.to_thread(transfers.PartFile, target)
         try:
+            job_id, url = await self.call("core.download", method, list(args), filename, buffered)
+            handle = await self._follow_or_abort(job_id)
             await self._fetch(url, part, handle, on_progress)
             result = await handle.result()
-            await asyncio.to_thread(os.replace, part, target)
+            await asyncio.to_thread(part.commit)
         finally:
-            await asyncio.shield(asyncio.to_thread(transfers.discard, part))
+            await asyncio.shield(asyncio.to_thread(part.discard))
         return result
 
     async def close(self) -> None:
@@ -426,16 +427,24 @@ class AsyncClient:
             raise
 
     async def _fetch(
-        self, url: str, part: Path, handle: JobHandle, on_progress: TransferCallback | None
+        self,
+        url: str,
+        part: transfers.PartFile,
+        handle: JobHandle,
+        on_progress: TransferCallback | None,
     ) -> None:
         try:
             async with transfers.session(self.options.connect_timeout) as http:
-                await transfers.download(http, self._http_url(url), part, on_progress)
+                await transfers.download(http, self._http_url(url), part.file, on_progress)
         except MiddlewareError as exc:
-            raise await self._abandon(handle, exc) from exc
+            raise (await self._abandon(handle) or exc) from exc
+        except OSError:
+            await self._abandon(handle)
+            raise
 
-    async def _abandon(self, handle: JobHandle, error: MiddlewareError) -> MiddlewareError:
-        """The transfer failed: stop the job; its own error, if it failed first, explains more."""
+    async def _abandon(self, handle: JobHandle) -> MiddlewareError | None:
+        """The transfer failed: stop the job. Its own error if it failed first (that explains
+        more than the broken transfer), else ``None``."""
         if not handle.done():
             with contextlib.suppress(MiddlewareError):
                 await handle.abort()
@@ -446,7 +455,7 @@ class AsyncClient:
                 return exc
         except TimeoutError:
             pass
-        return error
+        return None
 
 
 def _download_target(dest: Path, filename: str) -> Path:

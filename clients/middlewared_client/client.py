@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
 
@@ -12,6 +13,7 @@ from middlewared_client.aclient import AsyncClient
 from middlewared_client.jobs import JobHandle, JobProgress, ProgressCallback
 from middlewared_client.options import DEFAULT_MAX_SIZE, DEFAULT_URL, ClientOptions, Credentials
 from middlewared_client.subscriptions import EndCallback, EventCallback
+from middlewared_client.transfers import FileSpec, TransferCallback
 
 _T = TypeVar("_T")
 
@@ -207,6 +209,44 @@ class Client:
             return SyncJobHandle(handle, self._loop)
         return self._loop.run(
             self._aclient.call(method, *params, on_progress=on_progress, timeout=timeout)
+        )
+
+    def follow_job(
+        self, job_id: int, *, on_progress: ProgressCallback | None = None
+    ) -> SyncJobHandle:
+        """As ``AsyncClient.follow_job``: a handle on a job this client did not start."""
+        handle = self._loop.run(self._aclient.follow_job(job_id, on_progress=on_progress))
+        return SyncJobHandle(handle, self._loop)
+
+    def upload(
+        self,
+        method: str,
+        params: Sequence[Any] | dict[str, Any],
+        files: Sequence[FileSpec],
+        *,
+        on_progress: TransferCallback | None = None,
+    ) -> SyncJobHandle:
+        """As ``AsyncClient.upload``; ``handle.result()`` blocks until the job ends."""
+        handle = self._loop.run(
+            self._aclient.upload(method, params, files, on_progress=on_progress)
+        )
+        return SyncJobHandle(handle, self._loop)
+
+    def download(
+        self,
+        method: str,
+        args: Sequence[Any],
+        filename: str,
+        dest: str | os.PathLike[str],
+        *,
+        buffered: bool = False,
+        on_progress: TransferCallback | None = None,
+    ) -> Any:
+        """As ``AsyncClient.download``: blocks until the file is saved and the job ended."""
+        return self._loop.run(
+            self._aclient.download(
+                method, args, filename, dest, buffered=buffered, on_progress=on_progress
+            )
         )
 
     def subscribe(

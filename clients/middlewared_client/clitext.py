@@ -38,6 +38,21 @@ def format_error(exc: BaseException) -> str:
     return "\n".join(lines)
 
 
+def format_os_error(exc: OSError) -> str:
+    """A local file error for stderr: ``No such file or directory: a.txt``."""
+    if exc.strerror and exc.filename is not None:
+        return f"{exc.strerror}: {exc.filename}"
+    return str(exc) or type(exc).__name__
+
+
+def transfer_progress(verb: str, done: int, total: int | None) -> JobProgress:
+    """Bytes of a transfer as a progress: ``Sent 1024 of 4096 bytes`` at 25%."""
+    if total is None:
+        return JobProgress(None, f"{verb} {done} bytes")
+    percent = 100.0 * done / total if total else 100.0
+    return JobProgress(percent, f"{verb} {done} of {total} bytes")
+
+
 def render_progress(progress: JobProgress, width: int = BAR_WIDTH, columns: int = 80) -> str:
     """One line: ``[#####.....]  50.0% description``, cut to fit ``columns``."""
     percent = progress.percent

@@ -1,4 +1,4 @@
-"""``midclt``: call methods, follow jobs and events of a middlewared server from a shell."""
+"""``midclt``: call methods, move files, follow jobs and events of a middlewared server."""
 
 from __future__ import annotations
 
@@ -17,11 +17,14 @@ from middlewared_client.clitext import (
     ProgressBar,
     format_error,
     format_jobs_table,
+    format_os_error,
     format_result,
     parse_arg,
+    transfer_progress,
 )
 from middlewared_client.errors import LoginFailed
 from middlewared_client.options import DEFAULT_URL, ClientOptions, Credentials
+from middlewared_client.transfers import TransferCallback
 
 STATES = ("WAITING", "RUNNING", "SUCCESS", "FAILED", "ABORTED")
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -48,6 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("-n", "--count", type=_positive, help="exit after COUNT events")
     sub.add_argument("event", help="a collection (core.get_jobs) or *")
 
+    upload = commands.add_parser("upload", help="upload files into a job, print its result")
+    upload.add_argument("-j", "--job", action="store_true", help="show the progress")
+    upload.add_argument("method")
+    upload.add_argument("params", type=_json_params, metavar="PARAMS_JSON", help="a JSON array")
+    upload.add_argument("files", nargs="+", metavar="FILE")
+
+    download = commands.add_parser("download", help="save a job's output, print its result")
+    download.add_argument("-j", "--job", action="store_true", help="show the progress")
+    download.add_argument("--buffered", action="store_true", help="spooled by the server")
+    download.add_argument("method")
+    download.add_argument("args", type=_json_array, metavar="ARGS_JSON", help="a JSON array")
+    download.add_argument("filename", help="the name the server gives the file")
+    download.add_argument("dest", help="where to save it (a file, or a directory)")
+
     commands.add_parser("ping", help="check that the server answers")
 
     jobs = commands.add_parser("jobs", help="list the latest jobs")
@@ -70,6 +87,23 @@ def _natural(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def _json_array(text: str) -> list[Any]:
+    value = _json_params(text)
+    if not isinstance(value, list):
+        raise argparse.ArgumentTypeError(f"not a JSON array: {text!r}")
+    return value
+
+
+def _json_params(text: str) -> list[Any] | dict[str, Any]:
+    try:
+        value = jsonc.loads(text)
+    except jsonc.JSONDecodeError:
+        raise argparse.ArgumentTypeError(f"not JSON: {text!r}") from None
+    if not isinstance(value, list | dict):
+        raise argparse.ArgumentTypeError(f"not a JSON array or object: {text!r}")
     return value
 
 
@@ -115,6 +149,53 @@ async def _call(client: AsyncClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _progress_bar(args: argparse.Namespace) -> ProgressBar | None:
+    if not args.job:
+        return None
+    return ProgressBar(sys.stderr, shutil.get_terminal_size((80, 24)).columns)
+
+
+def _bytes_to(bar: ProgressBar | None, verb: str) -> TransferCallback | None:
+    if bar is None:
+        return None
+    return lambda done, total: bar.update(transfer_progress(verb, done, total))
+
+
+async def _upload(client: AsyncClient, args: argparse.Namespace) -> int:
+    bar = _progress_bar(args)
+    try:
+        handle = await client.upload(
+            args.method, args.params, args.files, on_progress=_bytes_to(bar, "Sent")
+        )
+        if bar is not None:
+            bar.update(handle.progress)
+            handle.add_progress_callback(bar.update)
+        result = await handle.result()
+    finally:
+        if bar is not None:
+            bar.finish()
+    print(format_result(result), flush=True)
+    return EXIT_OK
+
+
+async def _download(client: AsyncClient, args: argparse.Namespace) -> int:
+    bar = _progress_bar(args)
+    try:
+        result = await client.download(
+            args.method,
+            args.args,
+            args.filename,
+            args.dest,
+            buffered=args.buffered,
+            on_progress=_bytes_to(bar, "Received"),
+        )
+    finally:
+        if bar is not None:
+            bar.finish()
+    print(format_result(result), flush=True)
+    return EXIT_OK
+
+
 async def _subscribe(client: AsyncClient, args: argparse.Namespace) -> int:
     queue: asyncio.Queue[dict[str, Any] | MiddlewareError | None] = asyncio.Queue()
     await client.subscribe(args.event, queue.put_nowait, on_end=queue.put_nowait)
@@ -142,7 +223,14 @@ async def _ping(client: AsyncClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"call": _call, "subscribe": _subscribe, "jobs": _jobs, "ping": _ping}
+COMMANDS = {
+    "call": _call,
+    "upload": _upload,
+    "download": _download,
+    "subscribe": _subscribe,
+    "jobs": _jobs,
+    "ping": _ping,
+}
 
 
 async def run(args: argparse.Namespace, url: str, creds: Credentials) -> int:
@@ -176,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         # The reader went away (``midclt subscribe ... | head``): not worth a traceback.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
+    except OSError as exc:  # a local file of upload or download
+        print(f"midclt: {format_os_error(exc)}", file=sys.stderr)
     return EXIT_ERROR
 
 

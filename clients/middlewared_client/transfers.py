@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import errno as _errno
 import os
 import secrets
@@ -44,8 +45,8 @@ def auth_header(creds: Credentials) -> dict[str, str] | None:
     if creds.api_key is not None:
         return {"Authorization": f"Bearer {creds.api_key}"}
     if creds.password is not None and creds.username:
-        basic = aiohttp.BasicAuth(creds.username, creds.password, encoding="utf-8")
-        return {"Authorization": basic.encode()}
+        pair = f"{creds.username}:{creds.password}".encode()
+        return {"Authorization": "Basic " + base64.b64encode(pair).decode("ascii")}
     return None
 
 
@@ -162,7 +163,7 @@ async def upload(
         async with http.post(url, data=body, headers=headers) as response:
             reply = await response.read()
             status = response.status
-    except (aiohttp.ClientError, OSError) as exc:
+    except aiohttp.ClientError as exc:
         raise _transport_error(url, exc) from exc
     if status != 200:
         raise error_from_http(status, reply, method)
@@ -180,49 +181,46 @@ def _http_json(body: bytes) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def temp_beside(dest: Path) -> Path:
-    """A fresh name in ``dest``'s directory, renamed to ``dest`` once the file is whole."""
-    return dest.parent / f".{dest.name}.{secrets.token_hex(6)}.part"
+class PartFile:
+    """A download in progress: a new file beside its target, renamed to it once whole."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        self.path = target.parent / f".{target.name}.{secrets.token_hex(6)}.part"
+        self.file: BinaryIO = self.path.open("xb")
+
+    def commit(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        os.replace(self.path, self.target)
+
+    def discard(self) -> None:
+        """Close and remove it, unless committed (then there is nothing left to remove)."""
+        self.file.close()
+        self.path.unlink(missing_ok=True)
 
 
 async def download(
     http: aiohttp.ClientSession,
     url: str,
-    target: Path,
+    out: BinaryIO,
     on_progress: TransferCallback | None = None,
 ) -> int:
-    """GET ``url`` into ``target`` (created, not replaced); the number of bytes received."""
+    """GET ``url`` into ``out``; the number of bytes received. Local write errors are raised
+    as they are (``OSError``), the server's refusals and broken transfers as errors."""
     try:
         async with http.get(url) as response:
             if response.status != 200:
                 raise error_from_http(response.status, await response.read())
             progress = Progress(response.content_length, on_progress)
-            await _save(response, target, progress)
-    except (aiohttp.ClientError, OSError) as exc:
+            async for chunk in response.content.iter_chunked(CHUNK):
+                await asyncio.to_thread(out.write, chunk)
+                progress.add(len(chunk))
+    except aiohttp.ClientError as exc:
         raise _transport_error(url, exc) from exc
     if progress.total is not None and progress.done != progress.total:
         raise ClientError(
             f"Download cut short: {progress.done} of {progress.total} bytes", _errno.EIO
         )
     return progress.done
-
-
-async def _save(response: aiohttp.ClientResponse, target: Path, progress: Progress) -> None:
-    f: BinaryIO = await asyncio.to_thread(target.open, "xb")
-    try:
-        async for chunk in response.content.iter_chunked(CHUNK):
-            await asyncio.to_thread(f.write, chunk)
-            progress.add(len(chunk))
-        await asyncio.to_thread(_flush, f)
-    finally:
-        await asyncio.shield(asyncio.to_thread(f.close))
-
-
-def _flush(f: BinaryIO) -> None:
-    f.flush()
-    os.fsync(f.fileno())
-
-
-def discard(path: Path) -> None:
-    """Remove a partial download (no error if it is gone)."""
-    path.unlink(missing_ok=True)

@@ -61,6 +61,9 @@ async def _stream(
     headers["Content-Type"] = "application/octet-stream"
     if request.method == "HEAD":
         return web.Response(headers=headers)
+    job = dl.job
+    if job is not None and job.ended and job.state is not JobState.SUCCESS:
+        raise http_error(web.HTTPConflict, f"Job {job.id} {job.state.value}: {job.error}")
     if dl.started or app.tokens.use(token, "download", dl.job_id) is None:
         raise http_error(web.HTTPUnauthorized, "Invalid or already used download token")
     app.transfers.start(dl)

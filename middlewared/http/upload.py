@@ -55,7 +55,9 @@ async def _start_job(
     try:
         mounted = app.dispatcher.resolve(method, creds)
     except MethodNotFound:
-        raise http_error(web.HTTPUnprocessableEntity, f"Method {method!r} does not exist") from None
+        raise http_error(
+            web.HTTPUnprocessableEntity, f"Method {method!r} does not exist", errname="ENOMETHOD"
+        ) from None
     except PermissionDenied as e:
         raise http_error(web.HTTPForbidden, e.reason) from None
     spec = mounted.spec

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import time
 from typing import TYPE_CHECKING, Any, cast
 
 from middlewared.context import CallContext, SessionApi
-from middlewared.errors import CallError, MiddlewareError
+from middlewared.errors import CallError, MiddlewareError, ValidationErrors
 from middlewared.jobs.job import Job
 from middlewared.jobs.query import query_jobs
 from middlewared.registry import JobOptions, Param, Registry
@@ -19,6 +20,15 @@ if TYPE_CHECKING:
     from middlewared.app import Middleware
 
 registry = Registry("core", "The server itself: jobs, events, introspection")
+
+
+def stored_failure(record: dict[str, Any]) -> MiddlewareError:
+    """The error an ended job failed with, rebuilt from its record."""
+    info = record.get("exc_info") or {}
+    reason = record.get("error") or f"Job {record['id']} {record['state']}"
+    if info.get("type") == "VALIDATION" and info.get("extra"):
+        return ValidationErrors([(f, m, e) for f, m, e in info["extra"]])
+    return CallError(reason, info.get("errno"), info.get("extra"))
 
 
 def server(ctx: CallContext) -> Middleware:
@@ -141,10 +151,10 @@ async def job_wait(ctx: CallContext, job: Job, job_id: int) -> Any:
     if target is None or not ctx.user.may_read(target.credentials.username):
         record = await app.job_store.get(job_id)
         if record is None or not ctx.user.may_read(record["credentials"]["data"]["username"]):
-            raise CallError(f"Job {job_id} does not exist", 2)
+            raise CallError(f"Job {job_id} does not exist", errno.ENOENT)
         if record["state"] == "SUCCESS":
             return record["result"]
-        raise CallError(record["error"] or f"Job {job_id} {record['state']}")
+        raise stored_failure(record)
     job.set_description(f"Waiting for job {job_id} ({target.method})")
 
     def mirror(src: Job) -> None:

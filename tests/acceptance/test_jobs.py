@@ -292,3 +292,17 @@ async def test_caller_disconnecting_leaves_the_job_running(server: ServerProc) -
         await c.call("test.open_gate", g)
         done = await c.notification(job_event(job, "SUCCESS"))
         assert done["params"]["fields"]["result"] == g
+
+
+async def test_job_wait_on_an_ended_job_keeps_its_error(server: ServerProc) -> None:
+    async with raw(server.ws_url, "root", server.password) as c:
+        await c.call("core.set_options", {"legacy_jobs": True})
+        bad = await c.call("filesystem.copy", "/nowhere/a", "/nowhere/b")
+        failed = await c.call("test.fail", "broken")
+        await c.call("core.set_options", {"legacy_jobs": False})
+        for job_id in (bad, failed):
+            await c.error("core.job_wait", job_id)  # now ended and stored
+        err = await c.error("core.job_wait", bad)
+        assert err["code"] == -32602 and err["data"]["extra"][0][0] == "src"
+        err = await c.error("core.job_wait", failed)
+        assert err["code"] == -32001 and err["data"]["reason"] == "broken"
