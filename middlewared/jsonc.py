@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -10,7 +11,12 @@ JSONDecodeError = orjson.JSONDecodeError
 
 
 def dumps(obj: Any) -> str:
-    return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS).decode()
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        # orjson refuses integers past 64 bits and nesting past 254 levels; the standard
+        # library does neither (it raises ValueError/RecursionError past its own limits).
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def dumpb(obj: Any) -> bytes:

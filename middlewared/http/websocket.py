@@ -35,7 +35,7 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     # aiohttp enforces the larger (after-login) limit and closes with 1009 past it;
     # the session enforces the smaller one before login.
     ws = web.WebSocketResponse(
-        max_msg_size=limits.max_frame, heartbeat=None, compress=False, timeout=2.0
+        max_msg_size=limits.max_frame + 1, heartbeat=None, compress=False, timeout=2.0
     )
     await ws.prepare(request)
     session = Session(app, AiohttpTransport(ws), client_address(request))

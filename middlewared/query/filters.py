@@ -251,7 +251,7 @@ def check_cond(name: Any, op: Any, value: Any) -> str | None:
     if base == "~":
         try:
             re.compile(value)
-        except re.error as exc:
+        except (re.error, OverflowError, RecursionError) as exc:
             return f"invalid regular expression {value!r}: {exc}"
     return None
 
@@ -354,7 +354,10 @@ def parse_filters(filters: Any) -> Filter:
     if not _is_seq(filters):
         raise ValidationErrors([("filters", "must be a list of conditions", errno.EINVAL)])
     errors = ValidationErrors()
-    conds = _parse_conds(filters, "filters", 0, errors)
+    try:
+        conds = _parse_conds(filters, "filters", 0, errors)
+    except RecursionError:
+        raise ValidationErrors([("filters", "nested too deeply", errno.EINVAL)]) from None
     if errors:
         raise errors
     return Filter(conds)

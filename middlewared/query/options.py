@@ -20,6 +20,8 @@ from middlewared.query.filters import (
 )
 
 NULLS_FIRST: Final = "nulls_first:"
+# Larger limits and offsets would overflow a database's 64-bit integers.
+MAX_COUNT: Final = 2**62
 NULLS_LAST: Final = "nulls_last:"
 
 
@@ -78,6 +80,8 @@ def _is_list(value: Any) -> bool:
 def _parse_count(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise _error(where, "must be a non-negative integer")
+    if value > MAX_COUNT:
+        raise _error(where, f"must be at most {MAX_COUNT}")
     return value
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,12 +67,23 @@ def parse_message(obj: Any) -> Message:
     return Request(method, params, reply_id, msg_id is _NO_ID)
 
 
+def _has_big_id(obj: Any) -> bool:
+    items = obj if isinstance(obj, list) else [obj]
+    return any(
+        isinstance(m, dict) and isinstance(m.get("id"), float) and abs(m["id"]) >= 2**63
+        for m in items
+    )
+
+
 def parse_frame(data: str | bytes) -> Frame:
     """Decode one frame. Never raises: a bad frame becomes a BadMessage."""
     try:
         obj = jsonc.loads(data)
     except (jsonc.JSONDecodeError, UnicodeDecodeError) as e:
         return Frame([BadMessage(ParseError(f"Invalid JSON: {e}"))], False)
+    if _has_big_id(obj):
+        # orjson reads integers past 64 bits as floats; ids must come back exactly.
+        obj = json.loads(data)
     if isinstance(obj, list):
         if not obj:
             return Frame([BadMessage(InvalidRequest("Empty batch"))], False)

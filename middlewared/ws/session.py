@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from middlewared.auth.credentials import Credentials
-from middlewared.errors import CallError, NotAuthenticated, PermissionDenied, TooManyCalls
+from middlewared.errors import (
+    CallError,
+    InternalError,
+    NotAuthenticated,
+    PermissionDenied,
+    TooManyCalls,
+)
 from middlewared.events.bus import Event, Subscription
 from middlewared.rpc.dispatcher import error_object
 from middlewared.rpc.protocol import (
@@ -143,7 +149,7 @@ class Session:
         finally:
             self.inflight -= 1
         if reply is not None and self.state is not State.CLOSED:
-            self.outbox.put_frame(encode(reply))
+            self.outbox.put_frame(safe_encode(reply))
 
     async def _batch(self, messages: list[Request | BadMessage]) -> None:
         """Members run concurrently; one array of replies, or nothing if all were notices."""
@@ -163,7 +169,7 @@ class Session:
         replies = await asyncio.gather(*(member(m) for m in messages))
         out = [r for r in replies if r is not None]
         if out and self.state is not State.CLOSED:
-            self.outbox.put_frame(encode(out))
+            self.outbox.put_frame(encode([json_safe(r) for r in out]))
 
     async def _handle(self, request: Request) -> dict[str, Any] | None:
         try:
@@ -255,3 +261,22 @@ class Session:
             if key in options:
                 setattr(self.options, key, bool(options[key]))
         return self.options.as_dict()
+
+
+def json_safe(reply: dict[str, Any]) -> dict[str, Any]:
+    """The reply, or an internal error in its place when its result cannot be encoded
+    (nested past the encoder's depth limit, integers past 64 bits)."""
+    try:
+        encode(reply)
+    except (TypeError, ValueError, RecursionError) as e:
+        log.warning("reply to %r cannot be encoded: %s", reply.get("id"), e)
+        err = InternalError(f"The result cannot be encoded as JSON: {e}")
+        return error_reply(reply.get("id"), err.to_rpc_error())
+    return reply
+
+
+def safe_encode(reply: dict[str, Any]) -> str:
+    try:
+        return encode(reply)
+    except (TypeError, ValueError, RecursionError):
+        return encode(json_safe(reply))
