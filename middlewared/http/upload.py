@@ -102,8 +102,11 @@ async def upload_handler(request: web.Request) -> web.Response:
         raise http_error(PayloadTooLarge, f"Upload larger than the limit of {limit} bytes")
     if not request.content_type.startswith("multipart/"):
         raise http_error(web.HTTPBadRequest, "Expected multipart/form-data")
-    reader = await request.multipart()
-    method, params = await _data_part(reader)
+    try:
+        reader = await request.multipart()
+        method, params = await _data_part(reader)
+    except ValueError as e:
+        raise http_error(web.HTTPBadRequest, f"Malformed multipart body: {e}") from None
     pipe = app.transfers.input_pipe()
     pipe.expected_bytes = request.content_length
     job = await _start_job(app, creds, method, params, pipe)
@@ -112,6 +115,9 @@ async def upload_handler(request: web.Request) -> web.Response:
     except web.HTTPException as e:
         await pipe.close(f"Upload refused: {e.reason}")
         raise
+    except ValueError as e:
+        await pipe.close("Upload refused: malformed multipart body")
+        raise http_error(web.HTTPBadRequest, f"Malformed multipart body: {e}") from None
     except BaseException as e:
         log.warning("job %d: upload interrupted (%s)", job.id, type(e).__name__)
         await pipe.close("Upload interrupted")
