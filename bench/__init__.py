@@ -1,0 +1,1 @@
+"""The benchmark suite: middlewared against bare references, measured in the same run."""

@@ -1,0 +1,1 @@
+"""The client side of each scenario, run inside ``python -m bench.load``."""

@@ -1,0 +1,36 @@
+"""Jobs for the benchmarks (``--plugins-dir bench/plugins``): a no-op and a progress pulse."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from middlewared.context import CallContext
+from middlewared.jobs.job import Job
+from middlewared.registry import JobOptions, Param, Registry
+
+registry = Registry("bench", "Benchmark helpers")
+
+
+@registry.method(returns={"type": "null"}, job=JobOptions())
+async def noop(ctx: CallContext, job: Job) -> None:
+    """Do nothing: what is left is the cost of a persisted job."""
+
+
+@registry.method(
+    params=[
+        Param("count", {"type": "integer", "minimum": 1}),
+        Param("interval", {"type": "number", "minimum": 0}),
+        Param("offset", {"type": "number", "minimum": 0}, required=False, default=0),
+    ],
+    returns={"type": "integer"},
+    job=JobOptions(),
+)
+async def pulse(ctx: CallContext, job: Job, count: int, interval: float, offset: float) -> int:
+    """After ``offset`` seconds, report progress ``count`` times, ``interval`` apart; each
+    report carries its wall-clock time in ``extra.t`` so subscribers can age it."""
+    await asyncio.sleep(offset)
+    for i in range(1, count + 1):
+        job.set_progress(100.0 * i / count, f"pulse {i} of {count}", {"t": time.time()})
+        await asyncio.sleep(interval)
+    return count
