@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="bench-", dir=args.out))
     ctx = Context(args.out, scratch, args.smoke, runs, args.redis_url)
     started = time.perf_counter()
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
     results: list[Result] = []
     try:
         for name in names:
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             say(f"scratch kept in {scratch}")
     meta = {
         "command": " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),
-        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "started": started_at,
         "elapsed_s": round(time.perf_counter() - started, 1),
         "smoke": args.smoke,
         "runs": runs,

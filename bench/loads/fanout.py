@@ -58,7 +58,8 @@ async def cell(spec: dict[str, Any]) -> dict[str, float]:
             stalled.stall()
             subs.append(stalled)
         (driver,) = await open_many(http, url, 1, auth(spec))
-        count = math.ceil((spec["warmup"] + spec["seconds"]) / interval) + 2
+        # Enough reports that every job is still reporting when the count ends.
+        count = math.ceil((spec["warmup"] + spec["seconds"]) / interval) + 1
         pulses = [
             await driver.request("bench.pulse", count, interval, j * interval / jobs)
             for j in range(jobs)

@@ -24,7 +24,7 @@ def case(subscribers: int, stalled: bool) -> str:
 def run(ctx: Context) -> Result:
     interval = INTERVAL
     if ctx.smoke:
-        levels, jobs, warmup, seconds = [5, 20], 4, 0.1, 0.3
+        levels, jobs, warmup, seconds = [10], 4, 0.1, 0.3
     else:
         levels, jobs, warmup, seconds = [10, 100, 1000], 50, 0.5, 2.5
     result = Result(

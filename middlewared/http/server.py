@@ -8,6 +8,7 @@ import signal
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from middlewared.app import Middleware
 from middlewared.http.download import download_handler
@@ -39,6 +40,20 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
                 if k.lower() not in ("content-type", "content-length")
             },
         )
+    except HttpProcessingError as e:
+        # A malformed request (multipart headers, chunking): the client's fault.
+        return web.json_response(
+            {"error": f"Malformed request: {e.message}", "status": 400}, status=400
+        )
+    except asyncio.CancelledError:
+        raise
+    except ConnectionError as e:
+        # The client went away: nobody to answer, nothing to log loudly.
+        log.info("HTTP %s %s: client gone (%s)", request.method, request.path, e)
+        return web.json_response({"error": "Connection lost", "status": 400}, status=400)
+    except Exception:
+        log.exception("HTTP %s %s failed", request.method, request.path)
+        return web.json_response({"error": "Internal error", "status": 500}, status=500)
 
 
 def build_app(middleware: Middleware) -> web.Application:

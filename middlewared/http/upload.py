@@ -91,6 +91,8 @@ async def _receive(reader: MultipartReader, pipe: InputPipe, limit: int) -> int:
         await f.finish()
     if count == 0:
         raise http_error(web.HTTPBadRequest, "No 'file' part was sent")
+    if not reader.at_eof():
+        raise http_error(web.HTTPBadRequest, "Truncated multipart body: no closing boundary")
     return count
 
 

@@ -26,7 +26,7 @@ class PipeError(CallError):
 class UploadedFile:
     """One file of an upload, readable while it is still arriving (it is spooled to disk)."""
 
-    def __init__(self, filename: str, path: Path) -> None:
+    def __init__(self, filename: str, path: Path, spool: bool = True) -> None:
         self.filename = filename
         self.path = path
         self.size = 0
@@ -34,8 +34,10 @@ class UploadedFile:
         self.error: str | None = None
         self._changed = asyncio.Condition()
         self._reader: IO[bytes] | None = None
-        self._writer: IO[bytes] | None = path.open("xb")
-        self.path.chmod(0o600)
+        # Without spooling (nobody will read it: the job has ended) data is dropped.
+        self._writer: IO[bytes] | None = path.open("xb") if spool else None
+        if spool:
+            self.path.chmod(0o600)
 
     # -- the HTTP side ------------------------------------------------------------------
     async def append(self, data: bytes) -> None:
@@ -112,11 +114,14 @@ class InputPipe:
         self.closed = False
         self.error: str | None = None
         self.expected_bytes: int | None = None
+        self.discarded = False
         self._changed = asyncio.Condition()
 
     async def new_file(self, filename: str) -> UploadedFile:
         path = self.spool_dir / f"{self.name}.{len(self.files)}.upload"
-        f = await asyncio.to_thread(UploadedFile, filename, path)
+        f = await asyncio.to_thread(UploadedFile, filename, path, not self.discarded)
+        if self.discarded:
+            f.discard(close_reader=True)  # the job ended while the file was being created
         self.files.append(f)
         async with self._changed:
             self._changed.notify_all()
@@ -158,6 +163,7 @@ class InputPipe:
 
     def discard(self) -> None:
         """Remove every spooled file (the job ended: nobody reads any more)."""
+        self.discarded = True
         for f in self.files:
             f.discard(close_reader=True)
 

@@ -1685,11 +1685,6 @@ def test_multipart_uploads(wire: Wire, server: ServerProc, fs_tree: FsTree, long
     assert statuses["200"] and len(statuses) > 3, statuses
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: files that arrive after the upload's job has ended (it failed on the first) "
-    "are spooled and never removed: InputPipe.discard() ran before they existed",
-)
 def test_files_after_the_job_failed_leave_no_spool_file(server: ServerProc) -> None:
     target = server.data_dir / "files" / f"exists-{uuid.uuid4().hex}"
     target.write_text("already here")  # filesystem.put refuses it: no overwrite
@@ -1752,7 +1747,8 @@ def test_malformed_multipart_is_refused_with_400(server: ServerProc, long_run: b
     @fuzz_settings(long_run, 20)
     @given(
         body=st.one_of(
-            st.integers(0, len(good) - 1).map(lambda n: good[:n]),
+            # Up to the closing delimiter: the CRLF after it is optional (RFC 2046).
+            st.integers(0, len(good) - 3).map(lambda n: good[:n]),
             st.binary(max_size=300),
         ),
         content_type=st.sampled_from(
