@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
-from middlewared.auth.credentials import Credentials
+from middlewared.auth.credentials import CredentialKind, Credentials
 from middlewared.auth.passwords import hash_key, new_secret
 
 
@@ -60,6 +61,13 @@ class TokenStore:
         if token.single_use:
             del self._tokens[key]
         return token
+
+    def login(self, secret: str) -> Credentials | None:
+        """The credentials a login token stands for (consumed when single-use)."""
+        token = self.use(secret)
+        if token is None:
+            return None
+        return dataclasses.replace(token.credentials, kind=CredentialKind.TOKEN)
 
     def _purge(self) -> None:
         now = time.monotonic()

@@ -8,7 +8,7 @@ import binascii
 from aiohttp import web
 
 from middlewared.app import Middleware
-from middlewared.auth.credentials import CredentialKind, Credentials
+from middlewared.auth.credentials import Credentials
 from middlewared.http.errors import http_error
 from middlewared.http.websocket import client_address
 
@@ -29,18 +29,7 @@ async def _check(app: Middleware, scheme: str, value: str) -> Credentials | None
     if scheme == "bearer":
         return app.directory.check_api_key(value)
     if scheme == "token":
-        token = app.tokens.use(value)
-        if token is None:
-            return None
-        base = token.credentials
-        return Credentials(
-            base.username,
-            base.admin,
-            CredentialKind.TOKEN,
-            base.allowlist,
-            base.key_allowlist,
-            base.api_key_id,
-        )
+        return app.tokens.login(value)
     return None
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from middlewared.auth.credentials import CredentialKind, Credentials
+from middlewared.auth.credentials import Credentials
 from middlewared.context import CallContext
 from middlewared.errors import Busy
 from middlewared.registry import Param, Registry
@@ -57,19 +57,7 @@ def _api_key(ctx: CallContext, key: str, username: str | None = None) -> bool:
 
 def _token(ctx: CallContext, token: str) -> bool:
     _throttle_check(ctx)
-    found = server(ctx).tokens.use(token)
-    creds = None
-    if found is not None:
-        base = found.credentials
-        creds = Credentials(
-            base.username,
-            base.admin,
-            CredentialKind.TOKEN,
-            base.allowlist,
-            base.key_allowlist,
-            base.api_key_id,
-        )
-    return _finish(ctx, creds, "token")
+    return _finish(ctx, server(ctx).tokens.login(token), "token")
 
 
 @registry.method(
