@@ -28,18 +28,25 @@ COLUMNS: dict[str, Column] = {
 
 
 def _row(job: Job) -> dict[str, Any]:
+    return _record_row(
+        job.record(admin=True), job.credentials.username, job.options.retry_on_restart
+    )
+
+
+def _record_row(record: dict[str, Any], owner: str | None, retry: bool) -> dict[str, Any]:
+    """The columns of a job's row: the queryable fields, then the whole record."""
     return {
-        "id": job.id,
-        "method": job.method,
-        "state": job.state.value,
-        "owner": job.credentials.username,
-        "description": job.description,
-        "time_started": job.time_started,
-        "time_finished": job.time_finished,
-        "progress_percent": job.progress["percent"],
-        "error": job.error,
-        "retry_on_restart": int(job.options.retry_on_restart),
-        "record": jsonc.dumps(job.record(admin=True)),
+        "id": record["id"],
+        "method": record["method"],
+        "state": record["state"],
+        "owner": owner,
+        "description": record["description"],
+        "time_started": (record["time_started"] or {}).get("$date"),
+        "time_finished": (record["time_finished"] or {}).get("$date"),
+        "progress_percent": record["progress"]["percent"],
+        "error": record["error"],
+        "retry_on_restart": int(retry),
+        "record": jsonc.dumps(record),
     }
 
 
@@ -92,19 +99,7 @@ class JobStore:
 
     def save_record(self, record: dict[str, Any], owner: str | None) -> asyncio.Future[None]:
         """Write a record that has no live Job (recovery after a restart)."""
-        row = {
-            "id": record["id"],
-            "method": record["method"],
-            "state": record["state"],
-            "owner": owner,
-            "description": record["description"],
-            "time_started": (record["time_started"] or {}).get("$date"),
-            "time_finished": (record["time_finished"] or {}).get("$date"),
-            "progress_percent": record["progress"]["percent"],
-            "error": record["error"],
-            "retry_on_restart": 0,
-            "record": jsonc.dumps(record),
-        }
+        row = _record_row(record, owner, retry=False)
         return self.store.write([Op("update_job", row)])
 
     async def expired_ids(self, before_ms: int, keep: int, limit: int = 10_000) -> list[int]:
