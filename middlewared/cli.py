@@ -58,6 +58,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-inflight", type=int, default=Limits.max_inflight)
     p.add_argument("--max-pending-events", type=int, default=Limits.max_pending_events)
+    p.add_argument(
+        "--slow-reader-grace",
+        type=float,
+        default=Limits.slow_reader_grace_seconds,
+        help="seconds a reader past --max-pending-events has to take the 4008 close",
+    )
     p.add_argument("--retention-days", type=float, default=Retention.max_age_seconds / 86400)
     p.add_argument("--retention-count", type=int, default=Retention.max_count)
     p.add_argument("--retention-interval", type=float, default=Retention.interval_seconds)
@@ -75,6 +81,12 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=Transfers.download_start_seconds,
         help="seconds an unbuffered download has to start before its job is aborted",
+    )
+    p.add_argument(
+        "--upload-idle-timeout",
+        type=float,
+        default=Transfers.upload_idle_seconds,
+        help="seconds an upload may send nothing before it is cut off (408)",
     )
     p.add_argument(
         "--download-keep",
@@ -97,6 +109,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             args.max_frame,
             args.max_inflight,
             args.max_pending_events,
+            args.slow_reader_grace,
         ),
         retention=Retention(
             args.retention_days * 86400, args.retention_count, args.retention_interval
@@ -104,7 +117,12 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         login_throttle=LoginThrottle(args.login_max_failures, args.login_window),
         durability=args.durability,
         shutdown_grace_seconds=args.shutdown_grace,
-        transfers=Transfers(args.max_upload_size, args.download_start_timeout, args.download_keep),
+        transfers=Transfers(
+            args.max_upload_size,
+            args.download_start_timeout,
+            args.download_keep,
+            args.upload_idle_timeout,
+        ),
     )
 
 

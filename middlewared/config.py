@@ -18,6 +18,9 @@ class Limits:
     max_inflight: int = 256
     # Events waiting for a slow reader before it is disconnected (close 4008).
     max_pending_events: int = 10_000
+    # Seconds a reader let go of has to take the 4008 close frame before its connection
+    # is reset (the close waits behind what the socket already holds).
+    slow_reader_grace_seconds: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ class Transfers:
     download_start_seconds: float = 60.0
     # Buffered output is kept this long after its job ended, then removed (URL: 410).
     download_keep_seconds: float = 3600.0
+    # An upload that sends nothing for this long is cut off (408) and its job fails.
+    upload_idle_seconds: float = 60.0
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from bench.procstat import rss_bytes
 KIB = 1024
 
 
-async def _answering(conns: list[Conn], batch: int = 500) -> int:
+async def answering(conns: list[Conn], batch: int = 500) -> int:
     """How many connections still answer ``core.ping``."""
     ok = 0
     for start in range(0, len(conns), batch):
@@ -52,7 +52,7 @@ async def main(spec: dict[str, Any]) -> dict[str, Any]:
                 "rss_mib": rss / KIB / KIB,
                 "rss_per_conn_kib": (rss - base) / (level - 1) / KIB,
                 "open_per_s": level / opened if opened else 0.0,
-                "held": await _answering(conns),
+                "held": await answering(conns),
             }
         await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
     return {"cases": cases}

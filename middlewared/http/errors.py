@@ -9,11 +9,15 @@ from aiohttp import web
 from middlewared import jsonc
 
 
+def error_body(status: int, reason: str, **extra: Any) -> str:
+    return jsonc.dumps({"error": reason, "status": status, **extra})
+
+
 def http_error(
     cls: type[web.HTTPException], reason: str, headers: dict[str, str] | None = None, **extra: Any
 ) -> web.HTTPException:
-    body = {"error": reason, "status": cls.status_code, **extra}
-    return cls(text=jsonc.dumps(body), content_type="application/json", headers=headers)
+    body = error_body(cls.status_code, reason, **extra)
+    return cls(text=body, content_type="application/json", headers=headers)
 
 
 class PayloadTooLarge(web.HTTPClientError):

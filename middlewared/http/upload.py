@@ -3,6 +3,7 @@ into a new job's input pipe; answers ``{"job_id": N}`` once the upload is accept
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -13,7 +14,7 @@ from middlewared.app import Middleware
 from middlewared.auth.credentials import Credentials
 from middlewared.errors import MethodNotFound, MiddlewareError, PermissionDenied
 from middlewared.http.auth import authenticate
-from middlewared.http.errors import PartsOutOfOrder, PayloadTooLarge, http_error
+from middlewared.http.errors import PartsOutOfOrder, PayloadTooLarge, error_body, http_error
 from middlewared.http.keys import MIDDLEWARE
 from middlewared.jobs.job import Job
 from middlewared.jobs.pipes import InputPipe, Pipes
@@ -74,7 +75,36 @@ async def _start_job(
         ) from None
 
 
-async def _receive(reader: MultipartReader, pipe: InputPipe, limit: int) -> int:
+class Stalled(Exception):
+    """The client sent nothing for the idle timeout."""
+
+
+class IdleTimer:
+    """A deadline pushed back each time the client sends something (one timer, no task)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._loop = asyncio.get_running_loop()
+        self._timeout: asyncio.Timeout | None = None
+
+    async def __aenter__(self) -> IdleTimer:
+        self._timeout = asyncio.timeout(self.seconds)
+        await self._timeout.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        assert self._timeout is not None
+        try:
+            await self._timeout.__aexit__(*exc)
+        except TimeoutError:
+            raise Stalled() from None
+
+    def touch(self) -> None:
+        assert self._timeout is not None
+        self._timeout.reschedule(self._loop.time() + self.seconds)
+
+
+async def _receive(reader: MultipartReader, pipe: InputPipe, limit: int, idle: IdleTimer) -> int:
     """Stream every ``file`` part into the pipe; returns the number of files."""
     total = 0
     count = 0
@@ -84,6 +114,7 @@ async def _receive(reader: MultipartReader, pipe: InputPipe, limit: int) -> int:
         count += 1
         f = await pipe.new_file(part.filename or f"file{count}")
         while chunk := await part.read_chunk(PIECE):
+            idle.touch()
             total += len(chunk)
             if total > limit:
                 raise http_error(PayloadTooLarge, f"Upload larger than the limit of {limit} bytes")
@@ -96,7 +127,19 @@ async def _receive(reader: MultipartReader, pipe: InputPipe, limit: int) -> int:
     return count
 
 
-async def upload_handler(request: web.Request) -> web.Response:
+async def _cut_off(request: web.Request, reason: str) -> web.StreamResponse:
+    """408, then close: aiohttp would otherwise linger to read a body that is not coming."""
+    status = web.HTTPRequestTimeout.status_code
+    response = web.Response(
+        text=error_body(status, reason), status=status, content_type="application/json"
+    )
+    await response.prepare(request)
+    await response.write_eof()
+    request.protocol.force_close()
+    return response
+
+
+async def upload_handler(request: web.Request) -> web.StreamResponse:
     app = request.app[MIDDLEWARE]
     creds = await authenticate(request, app)
     limit = app.config.transfers.max_upload_bytes
@@ -104,16 +147,26 @@ async def upload_handler(request: web.Request) -> web.Response:
         raise http_error(PayloadTooLarge, f"Upload larger than the limit of {limit} bytes")
     if not request.content_type.startswith("multipart/"):
         raise http_error(web.HTTPBadRequest, "Expected multipart/form-data")
+    idle_seconds = app.config.transfers.upload_idle_seconds
+    stalled = f"Upload stalled: nothing received for {idle_seconds:g} s"
     try:
-        reader = await request.multipart()
-        method, params = await _data_part(reader)
+        async with IdleTimer(idle_seconds):
+            reader = await request.multipart()
+            method, params = await _data_part(reader)
     except ValueError as e:
         raise http_error(web.HTTPBadRequest, f"Malformed multipart body: {e}") from None
+    except Stalled:
+        return await _cut_off(request, stalled)
     pipe = app.transfers.input_pipe()
     pipe.expected_bytes = request.content_length
     job = await _start_job(app, creds, method, params, pipe)
     try:
-        count = await _receive(reader, pipe, limit)
+        async with IdleTimer(idle_seconds) as idle:
+            count = await _receive(reader, pipe, limit, idle)
+    except Stalled:
+        log.warning("job %d: %s", job.id, stalled)
+        await pipe.close(stalled)
+        return await _cut_off(request, stalled)
     except web.HTTPException as e:
         await pipe.close(f"Upload refused: {e.reason}")
         raise

@@ -14,14 +14,19 @@ log = logging.getLogger(__name__)
 
 
 class AiohttpTransport:
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+    def __init__(self, ws: web.WebSocketResponse, request: web.Request) -> None:
         self.ws = ws
+        self.request = request
 
     async def send(self, frame: str) -> None:
         await self.ws.send_str(frame)
 
     async def close(self, code: int, reason: str) -> None:
         await self.ws.close(code=code, message=reason.encode())
+
+    def abort(self) -> None:
+        if self.request.transport is not None:
+            self.request.transport.abort()
 
 
 def client_address(request: web.Request) -> str:
@@ -38,7 +43,7 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
         max_msg_size=limits.max_frame + 1, heartbeat=None, compress=False, timeout=2.0
     )
     await ws.prepare(request)
-    session = Session(app, AiohttpTransport(ws), client_address(request))
+    session = Session(app, AiohttpTransport(ws, request), client_address(request))
     session.start()
     request.app[SESSIONS].add(session)
     try:

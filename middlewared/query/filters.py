@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import operator
-import re
 import string
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -14,6 +13,8 @@ from types import MappingProxyType
 from typing import Any, Final, TypeAlias, TypeVar
 
 from middlewared.errors import ValidationErrors
+from middlewared.query.bounded_regex import BoundedRegex
+from middlewared.query.bounded_regex import Error as RegexError
 
 MAX_OR_DEPTH: Final = 3
 BASE_OPS: Final = frozenset(
@@ -168,8 +169,8 @@ def _op_ne(x: Any, v: Any) -> bool:
     return not values_equal(x, v)
 
 
-def _op_regex(x: Any, pattern: re.Pattern[str]) -> bool:
-    return isinstance(x, str) and pattern.match(x) is not None
+def _op_regex(x: Any, pattern: BoundedRegex) -> bool:
+    return isinstance(x, str) and pattern.match(x)
 
 
 def _op_in(x: Any, values: tuple[Any, ...]) -> bool:
@@ -250,8 +251,8 @@ def check_cond(name: Any, op: Any, value: Any) -> str | None:
         return f"operator {op!r} expects a string value"
     if base == "~":
         try:
-            re.compile(value)
-        except (re.error, OverflowError, RecursionError) as exc:
+            BoundedRegex(value)
+        except (RegexError, OverflowError, RecursionError, ValueError) as exc:
             return f"invalid regular expression {value!r}: {exc}"
     return None
 
@@ -259,7 +260,7 @@ def check_cond(name: Any, op: Any, value: Any) -> str | None:
 def _operands(base: str, ci: bool, value: Any) -> tuple[Any, Any]:
     """The value as compared with a plain field, and as compared with a date field."""
     if base == "~":
-        pattern = re.compile(value)
+        pattern = BoundedRegex(value)
         return pattern, pattern
     if base in ("in", "nin"):
         plain = tuple(fold(v) if ci else v for v in value)

@@ -53,9 +53,17 @@ class Dialect:
     lower_template: str  # ASCII-only lowering of a text expression
     text_collation: str  # appended to text in ordering comparisons and ORDER BY
     typed_params: bool  # wrap parameters in CAST(... AS type)
+    # Text as bytes, for engines whose text functions stop at a NUL ('' when text cannot
+    # hold one): prefixes and suffixes compare bytes then, the same as characters in UTF-8.
+    bytes_template: str = ""
 
     def __post_init__(self) -> None:
-        texts = (self.contains_function, self.lower_template, self.text_collation)
+        texts = (
+            self.contains_function,
+            self.lower_template,
+            self.text_collation,
+            self.bytes_template,
+        )
         if any(_P in text or "%" in text for text in texts):
             raise ValueError("dialect SQL fragments must not contain '?' or '%'")
 
@@ -71,7 +79,15 @@ class Dialect:
 
 
 # SQLite's LOWER() folds ASCII only, and text compares by code point (BINARY collation).
-SQLITE: Final = Dialect("sqlite", "qmark", "instr", "LOWER({})", "", typed_params=False)
+SQLITE: Final = Dialect(
+    "sqlite",
+    "qmark",
+    "instr",
+    "LOWER({})",
+    "",
+    typed_params=False,
+    bytes_template="CAST({} AS BLOB)",
+)
 # PostgreSQL under the "C" collation: code point order, ASCII-only LOWER(). For asyncpg use
 # dataclasses.replace(POSTGRES, paramstyle="numeric").
 POSTGRES: Final = Dialect(
@@ -201,16 +217,28 @@ def _containment(t: _Target, v: Any, op: str) -> _Sql | None:
 
 
 def _affix(t: _Target, v: Any, op: str) -> _Sql | None:
-    """``^ !^ $ !$`` by comparing a substr() of the length of the value (LIKE folds case)."""
+    """``^ !^ $ !$`` by comparing a substr() of the length of the value (LIKE folds case).
+
+    The length is tested first: SQLite's substr() of an empty blob is NULL, not empty.
+    """
     if t.column.kind != "text" or not isinstance(v, str):
         return None
+    negated = op.startswith("!")
+    if not v:  # every text starts and ends with ''
+        return _Sql("FALSE" if negated else f"{t.column.quoted} IS NOT NULL")
+    as_bytes = t.dialect.bytes_template
+    if as_bytes:
+        text, value, size = as_bytes.format(t.expr), as_bytes.format(t.param()), len(v.encode())
+    else:
+        text, value, size = t.expr, t.param(), len(v)
     n = t.param("integer")
     if op.endswith("^"):
-        part = f"substr({t.expr}, 1, {n})"
-    else:  # start <= 0 only when the value is longer than the text: never equal then
-        part = f"substr({t.expr}, length({t.column.quoted}) - {n} + 1)"
-    compare = "<>" if op.startswith("!") else "="
-    return _Sql(f"{part} {compare} {t.param()}", (len(v), v))
+        part = f"substr({text}, 1, {n})"
+    else:
+        part = f"substr({text}, length({text}) - {n} + 1)"
+    if negated:
+        return _Sql(f"(length({text}) < {n} OR {part} <> {value})", (size, size, v))
+    return _Sql(f"(length({text}) >= {n} AND {part} = {value})", (size, size, v))
 
 
 _COMPILERS: Final[Mapping[str, _Compiler]] = {

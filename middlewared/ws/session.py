@@ -47,6 +47,9 @@ class Transport(Protocol):
 
     async def close(self, code: int, reason: str) -> None: ...
 
+    def abort(self) -> None:
+        """Drop the connection at once, discarding what is not sent yet."""
+
 
 class State(enum.Enum):
     CONNECTED = "connected"
@@ -84,6 +87,7 @@ class Session:
         self.outbox = Outbox()
         self._tasks: set[asyncio.Task[None]] = set()
         self._writer: asyncio.Task[None] | None = None
+        self._letting_go: asyncio.Task[None] | None = None
         self.limits = app.config.limits
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -100,11 +104,18 @@ class Session:
         self.subscriptions.clear()
         for task in list(self._tasks):
             task.cancel()
+        await self._stop_writer()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._letting_go is not None:
+            self._letting_go.cancel()
+            await asyncio.gather(self._letting_go, return_exceptions=True)
+
+    async def _stop_writer(self) -> None:
+        self.outbox.close()
         if self._writer is not None:
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
-        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     @property
     def max_frame(self) -> int:
@@ -122,6 +133,7 @@ class Session:
         frame = parse_frame(data)
         if frame.batch:
             self._spawn(self._batch(frame.messages))
+            await self.outbox.wait_room(self.limits.max_inflight)
             return
         message = frame.messages[0]
         if isinstance(message, BadMessage):
@@ -134,6 +146,9 @@ class Session:
             return
         self.inflight += 1
         self._spawn(self._single(message))
+        # Replies the client does not read must not pile up: stop reading its requests
+        # (TCP pushes back on it) until the writer has taken them.
+        await self.outbox.wait_room(self.limits.max_inflight)
 
     async def on_binary(self) -> None:
         await self._close(CLOSE_UNSUPPORTED, "Binary frames are not supported")
@@ -196,29 +211,65 @@ class Session:
 
     # -- outgoing -----------------------------------------------------------------------
     def push_event(self, event: Event) -> None:
-        if self.state is State.CLOSED:
+        if self.state is State.CLOSED or self.outbox.closed:
             return
         self.outbox.put_event(event)
         if len(self.outbox) > self.limits.max_pending_events:
             log.warning(
-                "session %s: %d events unread, disconnecting", self.remote, len(self.outbox)
+                "session %s: %d events unread, disconnecting (close %d)",
+                self.remote,
+                len(self.outbox),
+                CLOSE_TOO_SLOW,
             )
-            self.outbox.closed = True
-            self.outbox.wake()
+            self._let_go()
+
+    def _let_go(self) -> None:
+        """Free at once what the slow reader holds, then close the connection with 4008.
+
+        The close frame goes behind what the socket already holds; a reader that does not
+        take it within the grace period has its connection reset.
+        """
+        self.outbox.close()
+        self._letting_go = asyncio.create_task(self._close_too_slow())
+
+    async def _close_too_slow(self) -> None:
+        # Not while the bus is still publishing the event that went past the limit.
+        for sub_id in list(self.subscriptions):
+            self.unsubscribe(sub_id)
+        # The writer is not cancelled: it may be waiting for the socket to drain, and
+        # aiohttp shares that wait with the close (cancelling one would cancel both). The
+        # outbox is closed, so it stops after the frame it holds.
+        closed = False
+        try:
+            await asyncio.wait_for(
+                self.transport.close(CLOSE_TOO_SLOW, "Reader too slow"),
+                self.limits.slow_reader_grace_seconds,
+            )
+            closed = True
+        except (TimeoutError, ConnectionError, RuntimeError) as e:
+            log.info("session %s: the 4008 close was not taken (%r)", self.remote, e)
+        finally:
+            # Also when cancelled: aiohttp's close can end that way when the writer it
+            # shares a drain with was cancelled. A graceful close would wait for the reader.
+            if not closed:
+                self.transport.abort()
 
     async def _write_loop(self) -> None:
         try:
             while True:
                 await self.outbox.wait()
-                if self.outbox.closed:
-                    await self.transport.close(CLOSE_TOO_SLOW, "Reader too slow")
-                    return
                 admin = self.credentials is not None and self.credentials.admin
                 for item in self.outbox.pop_all():
                     frame = item if isinstance(item, str) else item.frame(admin)
                     await self.transport.send(frame)
+                if self.outbox.closed:
+                    return
         except (ConnectionError, RuntimeError) as e:
             log.debug("session %s: send failed: %s", self.remote, e)
+        finally:
+            # Nobody will send what is put from now on: drop it, and never leave the reader
+            # waiting for room that will not come.
+            self.outbox.close()
 
     async def _close(self, code: int, reason: str) -> None:
         log.info("session %s: closing (%d %s)", self.remote, code, reason)

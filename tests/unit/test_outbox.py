@@ -166,10 +166,33 @@ async def test_wait_returns_once_something_is_put() -> None:
     await waiter
 
 
-async def test_wake_releases_a_waiter_without_items() -> None:
+async def test_close_releases_a_waiter_and_drops_what_waits() -> None:
     box = Outbox()
-    waiter = asyncio.create_task(box.wait())
-    box.closed = True
-    box.wake()
-    await waiter
+    box.put_frame("x")
+    box.close()
+    await box.wait()
     assert box.pop_all() == []
+    box.put_frame("y")
+    box.put_event(event(CHANGED, 1))
+    assert len(box) == 0
+
+
+async def test_wait_room_blocks_until_the_writer_takes_the_replies() -> None:
+    box = Outbox()
+    await box.wait_room(2)  # room at once
+    box.put_frame("a")
+    box.put_frame("b")
+    waiter = asyncio.create_task(box.wait_room(2))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    box.put_event(event(CHANGED, 1))  # events do not count against replies
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    assert len(box.pop_all()) == 3
+    await waiter
+    box.put_frame("c")
+    box.put_frame("d")
+    waiter = asyncio.create_task(box.wait_room(2))
+    await asyncio.sleep(0)
+    box.close()
+    await waiter

@@ -423,15 +423,16 @@ def test_postgres_rendering() -> None:
     compiled = compile_where(f, COLUMNS, POSTGRES)
     assert compiled.sql == (
         '(LOWER("state" COLLATE "C") COLLATE "C" > CAST(%s AS text)) AND '
-        '(substr("description", length("description") - CAST(%s AS integer) + 1) '
-        "= CAST(%s AS text))"
+        '((length("description") >= CAST(%s AS integer) AND '
+        'substr("description", length("description") - CAST(%s AS integer) + 1) '
+        "= CAST(%s AS text)))"
     )
-    assert compiled.params == ["a", 4, "pool"]
+    assert compiled.params == ["a", 4, 4, "pool"]
     asyncpg = dataclasses.replace(POSTGRES, paramstyle="numeric")
     numeric = compile_where(f, COLUMNS, asyncpg)
-    assert "$1" in numeric.sql and "$3" in numeric.sql and "%s" not in numeric.sql
+    assert "$1" in numeric.sql and "$4" in numeric.sql and "%s" not in numeric.sql
     later = compile_where(f, COLUMNS, asyncpg, first_param=3)
-    assert "$3" in later.sql and "$5" in later.sql and "$1" not in later.sql
+    assert "$3" in later.sql and "$6" in later.sql and "$1" not in later.sql
     order = compile_order(parse_options({"order_by": ["-state", "id"]}).order_by, COLUMNS, POSTGRES)
     assert order == '"state" COLLATE "C" DESC NULLS LAST, "id" ASC NULLS FIRST'
 

@@ -33,7 +33,11 @@ JOBS = "core.get_jobs"
 ROOT = Credentials("root", admin=True, kind=CredentialKind.LOGIN_PASSWORD)
 ALICE = Credentials("alice", admin=False, kind=CredentialKind.LOGIN_PASSWORD, allowlist=("t.*",))
 LIMITS = Limits(
-    max_frame_unauthenticated=1000, max_frame=100_000, max_inflight=3, max_pending_events=20
+    max_frame_unauthenticated=1000,
+    max_frame=100_000,
+    max_inflight=3,
+    max_pending_events=20,
+    slow_reader_grace_seconds=0.05,
 )
 
 
@@ -82,8 +86,12 @@ class FakeTransport:
         self.frames: asyncio.Queue[Any] = asyncio.Queue()
         self.closed = asyncio.Event()
         self.close_code: int | None = None
+        self.aborted = False
         self.release = asyncio.Event()
         self.release.set()
+        # Cleared: close() never returns (a reader that does not take the close frame).
+        self.close_taken = asyncio.Event()
+        self.close_taken.set()
 
     async def send(self, frame: str) -> None:
         await self.release.wait()
@@ -91,6 +99,11 @@ class FakeTransport:
 
     async def close(self, code: int, reason: str) -> None:
         self.close_code = code
+        await self.close_taken.wait()
+        self.closed.set()
+
+    def abort(self) -> None:
+        self.aborted = True
         self.closed.set()
 
     async def next(self) -> Any:
@@ -406,6 +419,41 @@ async def test_a_reader_too_far_behind_is_closed_4008(h: Harness) -> None:
     h.transport.release.set()
     await h.transport.closed.wait()
     assert h.transport.close_code == CLOSE_TOO_SLOW
+    assert not h.transport.aborted
+
+
+async def test_a_reader_that_does_not_take_the_close_is_reset(h: Harness) -> None:
+    h.session.login(ALICE)
+    await h.call("core.subscribe", JOBS)
+    h.transport.release.clear()  # the writer blocks, as on a full socket
+    h.transport.close_taken.clear()
+    for obj in range(LIMITS.max_pending_events + 2):
+        h.app.bus.publish(event(CHANGED, obj))
+    await asyncio.wait_for(h.transport.closed.wait(), 5)
+    assert h.transport.close_code == CLOSE_TOO_SLOW
+    assert h.transport.aborted
+    assert not h.session.subscriptions
+    assert len(h.session.outbox) == 0
+
+
+async def test_replies_nobody_reads_stop_the_reading(h: Harness) -> None:
+    h.transport.release.clear()  # the writer blocks on its first frame
+    sent = 0
+    reading: asyncio.Task[None] | None = None
+    while reading is None and sent < LIMITS.max_inflight + 3:
+        task = asyncio.create_task(h.send({"jsonrpc": "2.0", "method": "core.ping", "id": sent}))
+        sent += 1
+        await asyncio.sleep(0.02)
+        if not task.done():
+            reading = task
+    # One reply held by the writer, max_inflight waiting: after the request that filled
+    # the outbox (answered too) the connection reads nothing more.
+    assert reading is not None and sent == LIMITS.max_inflight + 2, sent
+    assert len(h.session.outbox) == LIMITS.max_inflight + 1
+    h.transport.release.set()
+    await asyncio.wait_for(reading, 5)
+    ids = {(await h.transport.next())["id"] for _ in range(sent)}
+    assert ids == set(range(sent))
 
 
 async def test_close_cancels_calls_and_ends_subscriptions(h: Harness) -> None:
