@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -142,6 +143,13 @@ def main(argv: list[str] | None = None) -> int:
             runner.run(serve(Middleware(config)))
     except (OSError, MiddlewareError) as e:
         print(f"middlewared: {e}", file=sys.stderr)
+        return 1
+    except sqlite3.Error as e:
+        from middlewared.store.faults import store_error
+
+        print(
+            f"middlewared: {store_error('Cannot use the store', e, args.data_dir)}", file=sys.stderr
+        )
         return 1
     return 0
 

@@ -15,6 +15,8 @@ from typing import IO
 from middlewared.errors import CallError
 
 CHUNK = 1024 * 1024
+# An upload's newest bytes a job that keeps up reads from memory rather than the spool.
+TAIL_BYTES = 4 * 1024 * 1024
 # Unbuffered output: chunks allowed in flight between the job and its downloader.
 OUTPUT_QUEUE = 8
 
@@ -24,7 +26,15 @@ class PipeError(CallError):
 
 
 class UploadedFile:
-    """One file of an upload, readable while it is still arriving (it is spooled to disk)."""
+    """One file of an upload, readable while it is still arriving.
+
+    What the job has not caught up with is spooled to disk; while it keeps up, the newest
+    chunks wait in memory instead (at most ``TAIL_BYTES``), so a job reading as fast as the
+    client sends never costs a disk write and a read of every byte. The order holds
+    because the job reads the spool file to its end before the memory tail, and a tail that
+    would grow past its bound is appended to the file whole, before the chunk that
+    overflowed it.
+    """
 
     def __init__(self, filename: str, path: Path, spool: bool = True) -> None:
         self.filename = filename
@@ -34,6 +44,10 @@ class UploadedFile:
         self.error: str | None = None
         self._changed = asyncio.Condition()
         self._reader: IO[bytes] | None = None
+        self._file_size = 0  # bytes in the spool file
+        self._file_read = 0  # of which the job has read
+        self._tail: deque[bytes] = deque()
+        self._tail_bytes = 0
         # Without spooling (nobody will read it: the job has ended) data is dropped.
         self._writer: IO[bytes] | None = path.open("xb") if spool else None
         if spool:
@@ -43,15 +57,24 @@ class UploadedFile:
     async def append(self, data: bytes) -> None:
         if self._writer is None:
             return  # the job ended or the upload failed: nobody will read it
-        await asyncio.to_thread(self._write, data)
+        caught_up = self._file_read >= self._file_size
+        if (self._tail or caught_up) and self._tail_bytes + len(data) <= TAIL_BYTES:
+            self._tail.append(data)
+            self._tail_bytes += len(data)
+        else:
+            pieces = [*self._tail, data]
+            self._tail.clear()
+            self._tail_bytes = 0
+            await asyncio.to_thread(self._write, pieces)
+            self._file_size += sum(len(piece) for piece in pieces)
         self.size += len(data)
         async with self._changed:
             self._changed.notify_all()
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, pieces: list[bytes]) -> None:
         writer = self._writer
         if writer is not None:
-            writer.write(data)
+            writer.writelines(pieces)
             writer.flush()
 
     async def finish(self, error: str | None = None) -> None:
@@ -66,24 +89,39 @@ class UploadedFile:
     # -- the job side -------------------------------------------------------------------
     async def read(self, size: int = CHUNK) -> bytes:
         """Up to ``size`` bytes; b"" at the end. Raises if the upload was interrupted."""
-        if self._reader is None:
-            if self.error is not None:
-                raise PipeError(self.error)
-            self._reader = self.path.open("rb")
-        reader = self._reader
         while True:
-            data = await asyncio.to_thread(reader.read, size)
             if self.error is not None:
                 self._close_reader()
                 raise PipeError(self.error)
-            if data:
-                return data
-            if self.complete and reader.tell() >= self.size:
+            if self._file_read < self._file_size:
+                data = await self._read_file(min(size, self._file_size - self._file_read))
+                if data:
+                    return data
+                continue
+            if self._tail:
+                return self._take_tail(size)
+            if self.complete:
                 self._close_reader()
                 return b""
             async with self._changed:
-                if not (self.complete or self.error) and reader.tell() >= self.size:
-                    await self._changed.wait()
+                if not (self.complete or self.error or self._tail):
+                    if self._file_read >= self._file_size:
+                        await self._changed.wait()
+
+    async def _read_file(self, size: int) -> bytes:
+        if self._reader is None:
+            self._reader = self.path.open("rb")
+        data = await asyncio.to_thread(self._reader.read, size)
+        self._file_read += len(data)
+        return data
+
+    def _take_tail(self, size: int) -> bytes:
+        chunk = self._tail.popleft()
+        if len(chunk) > size:
+            self._tail.appendleft(chunk[size:])
+            chunk = chunk[:size]
+        self._tail_bytes -= len(chunk)
+        return chunk
 
     def _close_reader(self) -> None:
         if self._reader is not None:
@@ -99,6 +137,8 @@ class UploadedFile:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        self._tail.clear()
+        self._tail_bytes = 0
         if close_reader:
             self._close_reader()
         self.path.unlink(missing_ok=True)

@@ -88,6 +88,8 @@ class Session:
         self._tasks: set[asyncio.Task[None]] = set()
         self._writer: asyncio.Task[None] | None = None
         self._letting_go: asyncio.Task[None] | None = None
+        # Frames being sent (by the writer, or a reply by its call's task).
+        self._sending = 0
         self.limits = app.config.limits
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -164,7 +166,22 @@ class Session:
         finally:
             self.inflight -= 1
         if reply is not None and self.state is not State.CLOSED:
-            self.outbox.put_frame(safe_encode(reply))
+            await self._reply(safe_encode(reply))
+
+    async def _reply(self, frame: str) -> None:
+        """Send a reply from the call's own task when nothing is being sent or waits before
+        it (no hop to the writer task: a reply to a lone call is the common case); else queue
+        it, in order and counted against the outbox's bound."""
+        if self._sending or len(self.outbox) or self.outbox.closed:
+            self.outbox.put_frame(frame)
+            return
+        self._sending += 1
+        try:
+            await self.transport.send(frame)
+        except (ConnectionError, RuntimeError) as e:
+            log.debug("session %s: send failed: %s", self.remote, e)
+        finally:
+            self._sending -= 1
 
     async def _batch(self, messages: list[Request | BadMessage]) -> None:
         """Members run concurrently; one array of replies, or nothing if all were notices."""
@@ -184,7 +201,7 @@ class Session:
         replies = await asyncio.gather(*(member(m) for m in messages))
         out = [r for r in replies if r is not None]
         if out and self.state is not State.CLOSED:
-            self.outbox.put_frame(encode([json_safe(r) for r in out]))
+            await self._reply(encode([json_safe(r) for r in out]))
 
     async def _handle(self, request: Request) -> dict[str, Any] | None:
         try:
@@ -259,9 +276,14 @@ class Session:
             while True:
                 await self.outbox.wait()
                 admin = self.credentials is not None and self.credentials.admin
-                for item in self.outbox.pop_all():
-                    frame = item if isinstance(item, str) else item.frame(admin)
-                    await self.transport.send(frame)
+                # While it holds frames taken from the outbox, replies queue behind them.
+                self._sending += 1
+                try:
+                    for item in self.outbox.pop_all():
+                        frame = item if isinstance(item, str) else item.frame(admin)
+                        await self.transport.send(frame)
+                finally:
+                    self._sending -= 1
                 if self.outbox.closed:
                     return
         except (ConnectionError, RuntimeError) as e:

@@ -437,19 +437,19 @@ async def test_a_reader_that_does_not_take_the_close_is_reset(h: Harness) -> Non
 
 
 async def test_replies_nobody_reads_stop_the_reading(h: Harness) -> None:
-    h.transport.release.clear()  # the writer blocks on its first frame
+    h.transport.release.clear()  # the first reply's send blocks, as on a full socket
     sent = 0
     reading: asyncio.Task[None] | None = None
-    while reading is None and sent < LIMITS.max_inflight + 3:
+    while reading is None and sent < 2 * LIMITS.max_inflight + 2:
         task = asyncio.create_task(h.send({"jsonrpc": "2.0", "method": "core.ping", "id": sent}))
         sent += 1
         await asyncio.sleep(0.02)
         if not task.done():
             reading = task
-    # One reply held by the writer, max_inflight waiting: after the request that filled
-    # the outbox (answered too) the connection reads nothing more.
-    assert reading is not None and sent == LIMITS.max_inflight + 2, sent
-    assert len(h.session.outbox) == LIMITS.max_inflight + 1
+    # One reply being sent, the rest waiting in the outbox up to the bound: then the
+    # connection reads nothing more (the request that reached the bound is answered too).
+    assert reading is not None, sent
+    assert LIMITS.max_inflight <= len(h.session.outbox) <= LIMITS.max_inflight + 1
     h.transport.release.set()
     await asyncio.wait_for(reading, 5)
     ids = {(await h.transport.next())["id"] for _ in range(sent)}
