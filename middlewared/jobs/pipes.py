@@ -17,6 +17,8 @@ from middlewared.errors import CallError
 CHUNK = 1024 * 1024
 # An upload's newest bytes a job that keeps up reads from memory rather than the spool.
 TAIL_BYTES = 4 * 1024 * 1024
+# How long a full tail waits for a job that has been reading it before spilling to disk.
+TAIL_WAIT_SECONDS = 0.25
 # Unbuffered output: chunks allowed in flight between the job and its downloader.
 OUTPUT_QUEUE = 8
 
@@ -48,6 +50,8 @@ class UploadedFile:
         self._file_read = 0  # of which the job has read
         self._tail: deque[bytes] = deque()
         self._tail_bytes = 0
+        self._reading = False  # the job takes chunks as they come
+        self._room = asyncio.Event()
         # Without spooling (nobody will read it: the job has ended) data is dropped.
         self._writer: IO[bytes] | None = path.open("xb") if spool else None
         if spool:
@@ -57,6 +61,8 @@ class UploadedFile:
     async def append(self, data: bytes) -> None:
         if self._writer is None:
             return  # the job ended or the upload failed: nobody will read it
+        if self._tail or self._file_read >= self._file_size:
+            await self._wait_for_room(len(data))
         caught_up = self._file_read >= self._file_size
         if (self._tail or caught_up) and self._tail_bytes + len(data) <= TAIL_BYTES:
             self._tail.append(data)
@@ -71,6 +77,22 @@ class UploadedFile:
         async with self._changed:
             self._changed.notify_all()
 
+    async def _wait_for_room(self, size: int) -> None:
+        """While the job keeps reading from memory, a full tail waits a moment for it (the
+        upload goes at the job's pace) rather than spill; a job that does not take a chunk
+        within TAIL_WAIT_SECONDS is not waited for again until it reads."""
+        if not self._reading:
+            return
+        deadline = asyncio.get_running_loop().time() + TAIL_WAIT_SECONDS
+        while self._tail_bytes + size > TAIL_BYTES and self.error is None:
+            self._room.clear()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._room.wait()
+            except TimeoutError:
+                self._reading = False
+                return
+
     def _write(self, pieces: list[bytes]) -> None:
         writer = self._writer
         if writer is not None:
@@ -83,12 +105,14 @@ class UploadedFile:
             self._writer = None
         self.error = error
         self.complete = error is None
+        self._room.set()
         async with self._changed:
             self._changed.notify_all()
 
     # -- the job side -------------------------------------------------------------------
     async def read(self, size: int = CHUNK) -> bytes:
         """Up to ``size`` bytes; b"" at the end. Raises if the upload was interrupted."""
+        self._reading = True
         while True:
             if self.error is not None:
                 self._close_reader()
@@ -116,11 +140,21 @@ class UploadedFile:
         return data
 
     def _take_tail(self, size: int) -> bytes:
+        """Up to ``size`` bytes from the tail, several chunks at once when they fit (fewer,
+        larger writes for the job)."""
         chunk = self._tail.popleft()
         if len(chunk) > size:
             self._tail.appendleft(chunk[size:])
             chunk = chunk[:size]
+        elif self._tail and len(chunk) + len(self._tail[0]) <= size:
+            pieces = [chunk]
+            taken = len(chunk)
+            while self._tail and taken + len(self._tail[0]) <= size:
+                pieces.append(self._tail.popleft())
+                taken += len(pieces[-1])
+            chunk = b"".join(pieces)
         self._tail_bytes -= len(chunk)
+        self._room.set()
         return chunk
 
     def _close_reader(self) -> None:
@@ -139,6 +173,8 @@ class UploadedFile:
             self._writer = None
         self._tail.clear()
         self._tail_bytes = 0
+        self._reading = False
+        self._room.set()
         if close_reader:
             self._close_reader()
         self.path.unlink(missing_ok=True)
