@@ -38,6 +38,10 @@ from middlewared.transfers import Transfers
 log = logging.getLogger(__name__)
 
 CORE_SERVICES = ("core", "files", "auth", "users", "api_keys", "discover")
+# Retention while serving: jobs purged per batch (at most), and the pause between batches
+# (so at most 10,000 REMOVED events a second reach each subscriber).
+RETENTION_BATCH = 1000
+RETENTION_PAUSE_SECONDS = 0.1
 
 
 class Middleware:
@@ -105,7 +109,7 @@ class Middleware:
         for registry in self.registries:
             for hook in registry.startup_hooks:
                 await _maybe_await(hook(self))
-        await self.purge_jobs()
+        # Retention runs beside serving, its first pass at once: start-up does not wait for it.
         self._retention_task = asyncio.create_task(self._retention_loop(), name="retention")
 
     async def stop(self) -> None:
@@ -145,19 +149,32 @@ class Middleware:
     # -- retention ----------------------------------------------------------------------
     async def _retention_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.config.retention.interval_seconds)
             try:
-                await self.purge_jobs()
+                await self.purge_jobs(paced=True)
             except Exception:
                 log.exception("job retention pass failed")
+            await asyncio.sleep(self.config.retention.interval_seconds)
 
-    async def purge_jobs(self) -> int:
-        """Delete finished jobs past the retention policy; emit REMOVED for each."""
+    def _retention_batch(self) -> int:
+        """Never more REMOVED events at once than a quarter of what a reader may have
+        pending before it is let go."""
+        return max(1, min(RETENTION_BATCH, self.config.limits.max_pending_events // 4))
+
+    async def purge_jobs(self, paced: bool = False) -> int:
+        """Delete finished jobs past the retention policy; emit REMOVED for each.
+
+        Paced (while subscribers may be connected): in batches of RETENTION_BATCH with a
+        pause between them, so that a purge of many jobs reaches subscribers at a rate they
+        can read rather than as one burst past --max-pending-events.
+        """
         policy = self.config.retention
         before = int((time.time() - policy.max_age_seconds) * 1000)
         total = 0
         while True:
-            ids = await self.job_store.expired_ids(before, policy.max_count)
+            if paced and total:
+                await asyncio.sleep(RETENTION_PAUSE_SECONDS)
+            limit = self._retention_batch() if paced else 10 * RETENTION_BATCH
+            ids = await self.job_store.expired_ids(before, policy.max_count, limit)
             if not ids:
                 return total
             await self.job_store.delete(ids)

@@ -33,6 +33,7 @@ from tests.serverproc import ServerProc
 MIB = 1024 * 1024
 SOAK_CONNECTIONS = 200
 SUBSCRIBERS = 20  # the web UIs among them
+THINK_SECONDS = 0.01
 # After the warm-up, what the server may still grow by (SQLite's page cache, allocator).
 RSS_SLACK = 24 * MIB
 FD_SLACK = 8
@@ -77,9 +78,12 @@ class Soak:
 
 
 async def _worker(conn: Conn, i: int, until: float, soak: Soak) -> None:
-    """Calls of a script: ping, a small dict argument, and now and then a job to its end."""
+    """Calls of a script: ping, a small dict argument, and now and then a job to its end,
+    with a short pause between rounds (a soak, not a saturation test: the subscribers in
+    this same process must keep up with the events)."""
     n = 0
     while time.monotonic() < until:
+        await asyncio.sleep(THINK_SECONDS)
         n += 1
         try:
             assert await conn.call("core.ping", timeout=60) == "pong"

@@ -97,3 +97,33 @@ async def test_sigterm_lets_running_jobs_finish(make_server: Callable[..., Serve
         record = await c.call("core.get_jobs", [["id", "=", job]], {"get": True})
         assert record["state"] == "ABORTED"
         assert record["error"] == "Job aborted: the server is shutting down"
+
+
+async def test_a_big_purge_does_not_drop_subscribers(
+    make_server: Callable[..., ServerProc],
+) -> None:
+    """Retention of many jobs while a subscriber watches: REMOVED events come in batches of
+    at most a quarter of --max-pending-events with pauses between, so a reader that keeps
+    reading gets every one and is never let go (4008). Unpaced, the one pass that purges
+    the jobs made below would queue hundreds of REMOVED at once, past the limit of 200."""
+    jobs, keep_seconds = 600, 4.0
+    srv = make_server(
+        "--max-pending-events",
+        "200",
+        "--retention-days",
+        str(keep_seconds / 86400),
+        "--retention-interval",
+        "0.5",
+    )
+    async with raw(srv.ws_url, "root", srv.password) as c:
+        await c.call("core.subscribe", "core.get_jobs")
+        await c.call("core.set_options", {"legacy_jobs": True})
+        ids = set()
+        for _ in range(jobs):
+            ids.add(await c.call("test.progress", 1))
+        removed: set[int] = set()
+        while not ids <= removed:
+            note = await c.notification(lambda n: n["params"]["msg"] == "removed", timeout=60)
+            removed.add(note["params"]["id"])
+        assert await c.call("core.ping") == "pong"
+    assert "events unread" not in srv.log_text()
