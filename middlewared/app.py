@@ -150,7 +150,7 @@ class Middleware:
     async def _retention_loop(self) -> None:
         while True:
             try:
-                await self.purge_jobs(paced=True)
+                await self.purge_jobs()
             except Exception:
                 log.exception("job retention pass failed")
             await asyncio.sleep(self.config.retention.interval_seconds)
@@ -160,29 +160,30 @@ class Middleware:
         pending before it is let go."""
         return max(1, min(RETENTION_BATCH, self.config.limits.max_pending_events // 4))
 
-    async def purge_jobs(self, paced: bool = False) -> int:
+    async def purge_jobs(self) -> int:
         """Delete finished jobs past the retention policy; emit REMOVED for each.
 
-        Paced (while subscribers may be connected): in batches of RETENTION_BATCH with a
-        pause between them, so that a purge of many jobs reaches subscribers at a rate they
-        can read rather than as one burst past --max-pending-events.
+        Paced, since subscribers may be connected: in batches of at most RETENTION_BATCH
+        with a pause between them, so that a purge of many jobs reaches subscribers at a
+        rate they can read rather than as one burst past --max-pending-events.
         """
         policy = self.config.retention
         before = int((time.time() - policy.max_age_seconds) * 1000)
         total = 0
         while True:
-            if paced and total:
+            if total:
                 await asyncio.sleep(RETENTION_PAUSE_SECONDS)
-            limit = self._retention_batch() if paced else 10 * RETENTION_BATCH
+            limit = self._retention_batch()
             ids = await self.job_store.expired_ids(before, policy.max_count, limit)
             if not ids:
+                if total:
+                    log.info("retention: %d finished jobs purged", total)
                 return total
             await self.job_store.delete(ids)
             for job_id in ids:
                 (self.config.logs_dir / f"{job_id}.log").unlink(missing_ok=True)
             self.jobs.publish_removed(ids)
             total += len(ids)
-            log.info("retention: %d finished jobs purged", len(ids))
 
     # -- snapshots (config.save / config.upload) ----------------------------------------
     async def backup(self, dest: Path) -> None:

@@ -28,6 +28,9 @@ class Event:
     owner: str | None = None
     # Fields only admins see (a job's formatted exception), merged over ``fields``.
     admin_fields: dict[str, Any] | None = None
+    # The JSON of the fields as admins see them, when the publisher already has it (a job's
+    # stored record): frames embed it instead of encoding the fields again.
+    encoded_fields: str | None = None
     _frames: dict[bool, str] = field(default_factory=dict)
 
     def params(self, admin: bool) -> dict[str, Any]:
@@ -44,11 +47,24 @@ class Event:
         admin = admin and bool(self.admin_fields)
         cached = self._frames.get(admin)
         if cached is None:
-            cached = jsonc.dumps(
-                {"jsonrpc": "2.0", "method": "collection_update", "params": self.params(admin)}
-            )
+            cached = self._encode(admin)
             self._frames[admin] = cached
         return cached
+
+    def _encode(self, admin: bool) -> str:
+        if self.encoded_fields is None or self.msg == REMOVED or (self.admin_fields and not admin):
+            return jsonc.dumps(
+                {"jsonrpc": "2.0", "method": "collection_update", "params": self.params(admin)}
+            )
+        head = jsonc.dumps(
+            {
+                "jsonrpc": "2.0",
+                "method": "collection_update",
+                "params": {"msg": self.msg, "collection": self.collection, "id": self.id},
+            }
+        )
+        # The head ends with the two closing braces of params and of the frame.
+        return f'{head[:-2]},"fields":{self.encoded_fields}}}}}'
 
     def merged_after(self, older: Event) -> Event | None:
         """What a reader that has not seen ``older`` yet should get instead of both."""

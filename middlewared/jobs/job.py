@@ -6,9 +6,11 @@ import asyncio
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from middlewared import jsonc
 from middlewared.auth.credentials import Credentials
 from middlewared.errors import MiddlewareError, ValidationErrors, errname
 from middlewared.jobs.logs import JobLog
@@ -41,6 +43,15 @@ def date(ms: int | None) -> dict[str, int] | None:
 
 class InvalidTransition(RuntimeError):
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A job's record at one transition, built and encoded once: its stored row and the
+    event that announces it share it."""
+
+    record: dict[str, Any]  # as admins see it
+    encoded: str
 
 
 class Job:
@@ -169,6 +180,10 @@ class Job:
             "time_finished": date(self.time_finished),
             "credentials": self.credentials.record(),
         }
+
+    def snapshot(self) -> Snapshot:
+        record = self.record(admin=True)
+        return Snapshot(record, jsonc.dumps(record))
 
 
 def _consume_exception(fut: asyncio.Future[Any]) -> None:

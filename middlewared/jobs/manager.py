@@ -7,18 +7,20 @@ import dataclasses
 import errno
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from middlewared.auth.credentials import CredentialKind, Credentials
 from middlewared.errors import Busy, CallError, MiddlewareError, NotFound, PermissionDenied
 from middlewared.events.bus import ADDED, CHANGED, REMOVED, Event, EventBus
-from middlewared.jobs.job import ENDED, Job, JobState, now_ms
+from middlewared.jobs.job import ENDED, Job, JobState, Snapshot, now_ms
 from middlewared.jobs.locks import Locks
 from middlewared.jobs.logs import JobLog
 from middlewared.jobs.pipes import Pipes
 from middlewared.jobs.progress import ProgressCoalescer
 from middlewared.jobs.store import JobStore
+from middlewared.jobs.unstored import UnstoredEnds
 from middlewared.registry import JobOptions, MethodSpec
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,12 @@ class JobManager:
         self._progress = ProgressCoalescer(self._publish_changed)
         self._accepting = True
         self._abort_reason = "Job aborted"
+        # Endings of jobs whose task was cancelled before it ran (see _task_done).
+        self._unstarted: set[asyncio.Task[None]] = set()
+        # Ended jobs whose final state waits for the store to take it.
+        self._unstored = UnstoredEnds(store, self._forget)
+        # Jobs whose start is stored and published at the end of this loop step (_start_soon).
+        self._starting: dict[int, Job] = {}
 
     # -- submitting ---------------------------------------------------------------------
     async def submit(
@@ -103,8 +111,7 @@ class JobManager:
         await target.persisted
         if message_id is not None:
             target.message_ids.append(message_id)
-        self.store.update(target)
-        self._publish_changed(target)
+        self._persist_and_publish(target)
         log.info("job %d: call %r merged into it (lock %r)", target.id, message_id, key)
         return target
 
@@ -113,31 +120,56 @@ class JobManager:
         if job.options.transient:
             # Not stored, but its id is taken for good all the same.
             self.store.reserve(job.id)
-            self._launch(job, None)
+            self._launch(job, None, None)
         else:
-            self._launch(job, self.store.insert(job))
+            snap = job.snapshot()
+            self._launch(job, self.store.insert(job, snap), snap)
 
-    def _launch(self, job: Job, write: asyncio.Future[None] | None) -> None:
+    def _launch(self, job: Job, write: asyncio.Future[None] | None, snap: Snapshot | None) -> None:
+        """Register the job and start its task; ``write`` stores ``snap``, its first record."""
         self.live[job.id] = job
         job.on_change = self._on_change
         if job.options.logs:
             job.logs = JobLog(self.logs_dir / f"{job.id}.log")
         if job.lock_key is not None:
             self.locks.enqueue(job.lock_key, job)
-        # ADDED goes out the moment the write is durable, before anything else can publish
-        # about the job (a merged call's CHANGED waits on the same future, registered later).
-        job.persisted.add_done_callback(lambda fut: self._announce(job, fut))
-        if write is None:
-            job.persisted.set_result(None)
-        else:
+        if write is not None and snap is not None:
+            # ADDED (the record just stored) goes out the moment the write is durable, before
+            # anything else can publish about the job: it is the write's first callback, and
+            # the job's own later writes (an abort's, a merge's) resolve after this one.
+            write.add_done_callback(partial(self._announce, job, snap))
             _chain(write, job.persisted)
+        else:
+            job.persisted.set_result(None)
         job.task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+        job.task.add_done_callback(partial(self._task_done, job))
 
-    def _announce(self, job: Job, persisted: asyncio.Future[None]) -> None:
-        if not persisted.cancelled() and persisted.exception() is None:
-            self._publish(job, ADDED)
+    def _announce(self, job: Job, snap: Snapshot, write: asyncio.Future[None]) -> None:
+        if not write.cancelled() and write.exception() is None:
+            self._publish(job, ADDED, snap)
 
     # -- running ------------------------------------------------------------------------
+    def _task_done(self, job: Job, task: asyncio.Task[None]) -> None:
+        """A task cancelled before its first step never runs its coroutine (no except, no
+        finally): end such a job here, as _run would have."""
+        if job.ended or job.done.done():
+            return
+        ending = asyncio.get_running_loop().create_task(self._end_unstarted(job))
+        self._unstarted.add(ending)
+        ending.add_done_callback(self._unstarted.discard)
+
+    async def _end_unstarted(self, job: Job) -> None:
+        try:
+            await asyncio.shield(job.persisted)
+        except MiddlewareError as e:
+            self._forget(job)
+            job.done.set_exception(e)
+        else:
+            await self._end(job, JobState.ABORTED, JobAborted(self._abort_reason))
+        finally:
+            if job.lock_key is not None:
+                self.locks.release(job.lock_key, job)
+
     async def _run(self, job: Job) -> None:
         try:
             try:
@@ -165,7 +197,7 @@ class JobManager:
             await sem.acquire()
         try:
             job.transition(JobState.RUNNING)
-            self._persist_and_publish(job)
+            self._persist_soon(job)
             # Routine transitions at DEBUG: two INFO lines per job cost 10-15 % of job
             # throughput (docs/performance.md); failures are logged at WARNING below.
             log.debug("job %d (%s) running", job.id, job.method)
@@ -198,6 +230,7 @@ class JobManager:
     async def _end(self, job: Job, state: JobState, exc: BaseException | None) -> None:
         if job.ended:
             return
+        self._starting.pop(job.id, None)  # its end is what gets stored and published
         if exc is not None:
             job.set_failure(exc, aborted=state is JobState.ABORTED)
         job.transition(state)
@@ -205,12 +238,15 @@ class JobManager:
         await _close_pipes(job, state)
         if job.logs is not None:
             job.logs_excerpt = job.logs.close()
+        stored = True
         if not job.options.transient:
+            snap = job.snapshot()
             try:
-                await self.store.update(job)
-            except Exception:
-                log.exception("job %d: final state could not be stored", job.id)
-        self._publish(job, CHANGED)
+                await self.store.update(job, snap)
+            except Exception as e:
+                log.error("job %d: final state not stored yet, kept in memory: %s", job.id, e)
+                stored = False
+            self._publish(job, CHANGED, snap)
         level = logging.DEBUG if state is JobState.SUCCESS else logging.WARNING
         log.log(
             level,
@@ -224,7 +260,10 @@ class JobManager:
             job.done.set_result(job.result)
         else:
             job.done.set_exception(job.failure or CallError(job.error or state.value))
-        self._forget(job)
+        if stored:
+            self._forget(job)
+        else:
+            self._unstored.keep(job)
 
     def _forget(self, job: Job) -> None:
         self.live.pop(job.id, None)
@@ -238,20 +277,40 @@ class JobManager:
         else:
             self._persist_and_publish(job)
 
+    def _persist_soon(self, job: Job) -> None:
+        """Store and publish the job at the end of this loop step, unless it ends first.
+
+        A job that ends in the step it started in (one that never waits) is then written and
+        announced once, as it ended. Nothing is lost: its start and end would have been
+        queued together, and a group commit takes all that is queued when it begins.
+        """
+        if job.options.transient:
+            return
+        if not self._starting:
+            asyncio.get_running_loop().call_soon(self._persist_started)
+        self._starting[job.id] = job
+
+    def _persist_started(self) -> None:
+        starting, self._starting = self._starting, {}
+        for job in starting.values():
+            self._persist_and_publish(job)
+
     def _persist_and_publish(self, job: Job) -> None:
+        """A transition: one record, stored and published (the event need not wait)."""
+        self._starting.pop(job.id, None)
         if not job.options.transient:
-            self.store.update(job)
-        self._publish_changed(job)
+            snap = job.snapshot()
+            self.store.update(job, snap)
+            self._publish(job, CHANGED, snap)
 
     def _publish_changed(self, job: Job) -> None:
+        """Progress: nothing is stored, and the frame is encoded only if a reader takes it."""
         self._publish(job, CHANGED)
 
-    def _publish(self, job: Job, msg: str) -> None:
+    def _publish(self, job: Job, msg: str, snap: Snapshot | None = None) -> None:
         if job.options.transient or not self.bus.has_subscribers(COLLECTION):
             return
-        record = job.record(admin=False)
-        admin = {"exception": job.exception} if job.exception else None
-        self.bus.publish(Event(COLLECTION, msg, job.id, record, job.credentials.username, admin))
+        self.bus.publish(_event(job, msg, snap))
 
     def publish_removed(self, job_ids: list[int]) -> None:
         if self.bus.has_subscribers(COLLECTION):
@@ -340,15 +399,14 @@ class JobManager:
         )
         job.message_ids = list(record.get("message_ids") or [])
         job.time_started = (record.get("time_started") or {}).get("$date", job.time_started)
-        self._launch(job, self.store.update(job))
+        snap = job.snapshot()
+        self._launch(job, self.store.update(job, snap), snap)
         log.warning("job %d (%s) re-queued after a restart", job.id, job.method)
 
     async def shutdown(self, grace: float) -> None:
         """Stop taking jobs; let running ones finish within ``grace``; abort the rest."""
         self._accepting = False
         tasks = [j.task for j in self.live.values() if j.task is not None]
-        if not tasks:
-            return
         running = [t for t in tasks if not t.done()]
         if running and grace > 0:
             await asyncio.wait(running, timeout=grace)
@@ -356,10 +414,26 @@ class JobManager:
         for job in list(self.live.values()):
             if job.task is not None and not job.task.done():
                 job.task.cancel(self._abort_reason)
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, *self._unstarted, return_exceptions=True)
+        # Last: jobs that ended during the grace may have final states waiting too.
+        await self._unstored.store_now()
 
     def ended_live_ids(self) -> list[int]:
         return [j.id for j in self.live.values() if j.state in ENDED]
+
+
+def _event(job: Job, msg: str, snap: Snapshot | None) -> Event:
+    """The event for ``job``: from ``snap`` (and its JSON) when given, else as it is now."""
+    if snap is None:
+        fields = job.record(admin=False)
+        exception = job.exception
+        encoded = None
+    else:
+        fields, exception, encoded = snap.record, snap.record["exception"], snap.encoded
+        if exception:
+            fields = {**fields, "exception": None}
+    admin = {"exception": exception} if exception else None
+    return Event(COLLECTION, msg, job.id, fields, job.credentials.username, admin, encoded)
 
 
 def _check_pipes(job: Job) -> None:

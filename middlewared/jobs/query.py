@@ -101,7 +101,9 @@ async def _paged(
     sql = f"SELECT record FROM jobs WHERE {where_sql} ORDER BY {order_sql} LIMIT ? OFFSET ?"
     rows = await app.store.fetch_sql(app.store.dialect.render(sql), [*params, limit, skip])
     stored = [_decode(r, creds.admin) for r in rows]
-    rest = dataclasses.replace(opts, order_by=order, offset=opts.offset - skip)
+    # Rows come in the requested order (the SQL order is the Python one): sort only to merge.
+    merge_order = order if live_matches else ()
+    rest = dataclasses.replace(opts, order_by=merge_order, offset=opts.offset - skip)
     return apply_options(stored + live_matches, rest)
 
 

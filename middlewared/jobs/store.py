@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from middlewared import jsonc
-from middlewared.jobs.job import Job
+from middlewared.jobs.job import Job, Snapshot
 from middlewared.query.sql import Column
 from middlewared.store.base import Op, Store
 
@@ -27,14 +27,16 @@ COLUMNS: dict[str, Column] = {
 }
 
 
-def _row(job: Job) -> dict[str, Any]:
+def _row(job: Job, snap: Snapshot) -> dict[str, Any]:
     return _record_row(
-        job.record(admin=True), job.credentials.username, job.options.retry_on_restart
+        snap.record, job.credentials.username, job.options.retry_on_restart, snap.encoded
     )
 
 
-def _record_row(record: dict[str, Any], owner: str | None, retry: bool) -> dict[str, Any]:
-    """The columns of a job's row: the queryable fields, then the whole record."""
+def _record_row(
+    record: dict[str, Any], owner: str | None, retry: bool, encoded: str
+) -> dict[str, Any]:
+    """The columns of a job's row: the queryable fields, then the whole record (encoded)."""
     return {
         "id": record["id"],
         "method": record["method"],
@@ -46,7 +48,7 @@ def _record_row(record: dict[str, Any], owner: str | None, retry: bool) -> dict[
         "progress_percent": record["progress"]["percent"],
         "error": record["error"],
         "retry_on_restart": int(retry),
-        "record": jsonc.dumps(record),
+        "record": encoded,
     }
 
 
@@ -71,10 +73,10 @@ class JobStore:
         self._next_id += 1
         return job_id
 
-    def insert(self, job: Job) -> asyncio.Future[None]:
+    def insert(self, job: Job, snap: Snapshot) -> asyncio.Future[None]:
         return self.store.write(
             [
-                Op("insert_job", _row(job)),
+                Op("insert_job", _row(job, snap)),
                 Op("raise_counter", {"name": "jobs", "value": job.id}),
             ]
         )
@@ -84,8 +86,8 @@ class JobStore:
         fut = self.store.write([Op("raise_counter", {"name": "jobs", "value": job_id})])
         fut.add_done_callback(_log_failure)
 
-    def update(self, job: Job) -> asyncio.Future[None]:
-        fut = self.store.write([Op("update_job", _row(job))])
+    def update(self, job: Job, snap: Snapshot) -> asyncio.Future[None]:
+        fut = self.store.write([Op("update_job", _row(job, snap))])
         fut.add_done_callback(_log_failure)
         return fut
 
@@ -99,14 +101,23 @@ class JobStore:
 
     def save_record(self, record: dict[str, Any], owner: str | None) -> asyncio.Future[None]:
         """Write a record that has no live Job (recovery after a restart)."""
-        row = _record_row(record, owner, retry=False)
+        row = _record_row(record, owner, False, jsonc.dumps(record))
         return self.store.write([Op("update_job", row)])
 
     async def expired_ids(self, before_ms: int, keep: int, limit: int = 10_000) -> list[int]:
-        """Finished jobs past the retention policy: older than ``before_ms`` or beyond ``keep``."""
-        old = await self.store.fetch("expired_job_ids", before=before_ms, limit=limit)
-        extra = await self.store.fetch("finished_job_ids_beyond", keep=keep, limit=limit)
-        return sorted({int(r["id"]) for r in old} | {int(r["id"]) for r in extra})
+        """Finished jobs past the retention policy: finished before ``before_ms``, or past the
+        ``keep`` that finished last. Both walk the index on the finishing time."""
+        rows = await self.store.fetch("expired_job_ids", before=before_ms, limit=limit)
+        if await self._may_hold_more_than(keep):
+            rows += await self.store.fetch("finished_job_ids_beyond", keep=keep, limit=limit)
+        return sorted({int(r["id"]) for r in rows})
+
+    async def _may_hold_more_than(self, count: int) -> bool:
+        """Whether more than ``count`` jobs may be stored. Ids are unique, so ids that span
+        at most ``count`` mean at most ``count`` jobs: the usual case, answered from the two
+        ends of the id index instead of by walking past ``count`` entries."""
+        row = await self.store.fetch_one("job_id_span")
+        return row is not None and int(row["span"] or 0) > count
 
     async def delete(self, ids: list[int]) -> None:
         await self.store.write([Op("delete_job", {"id": i}) for i in ids])

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
-from collections.abc import AsyncIterator, Awaitable, Callable
+import inspect
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -164,6 +167,14 @@ async def eng(tmp_path: Path, gates: Gates) -> AsyncIterator[Engine]:
     await engine.store.close()
 
 
+async def next_turn() -> None:
+    """Let the callbacks already scheduled run (a task just created takes its first step)."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[None] = loop.create_future()
+    loop.call_soon(fut.set_result, None)
+    await fut
+
+
 async def outcome(job: Job) -> Any:
     """The job's result, or the exception it ended with."""
     try:
@@ -193,6 +204,19 @@ async def test_added_then_running_then_success(eng: Engine) -> None:
     assert final is not None
     assert (final["result"], final["progress"]["percent"]) == ("a", 100.0)
     assert job.id not in eng.manager.live
+
+
+async def test_a_job_that_never_waits_is_announced_and_stored_as_it_ended(eng: Engine) -> None:
+    async def quick(job: Job) -> str:
+        return "done"
+
+    eng.methods.handlers["t.quick"] = quick
+    job = await eng.submit(spec("t.quick"))
+    assert await job.done == "done"
+    await eng.sink.wait_for(lambda: eng.sink.states(job.id)[-1:] == [(CHANGED, "SUCCESS")])
+    # Its RUNNING state was never visible to anyone: nothing says it.
+    assert eng.sink.states(job.id) == [(ADDED, "WAITING"), (CHANGED, "SUCCESS")]
+    assert await eng.stored(job.id) == job.record(admin=True)
 
 
 async def test_the_stored_row_matches_the_record(eng: Engine) -> None:
@@ -407,6 +431,51 @@ async def test_abort_a_waiting_job(eng: Engine) -> None:
     assert eng.methods.ran == [first.id, third.id]
 
 
+async def test_abort_before_the_insert_is_durable_still_announces_it_first(eng: Engine) -> None:
+    # Another connection holds the write lock: the insert cannot commit until it lets go.
+    with closing(sqlite3.connect(eng.db, isolation_level=None)) as blocker:
+        blocker.execute("BEGIN IMMEDIATE")
+        submitting = asyncio.create_task(eng.submit(spec(), "a"))
+        await next_turn()  # submit registers the job and starts its task...
+        await next_turn()  # ...which waits for the insert
+        (job,) = eng.manager.live.values()
+        assert job.task is not None
+        coro = cast(Coroutine[Any, Any, None], job.task.get_coro())
+        assert inspect.getcoroutinestate(coro) == inspect.CORO_SUSPENDED
+        assert not job.persisted.done()
+        eng.manager.abort(job.id, ROOT)
+        blocker.execute("ROLLBACK")
+    assert await submitting is job
+    await assert_aborted(eng, job)
+    await eng.sink.wait_for(lambda: len(eng.sink.of(job.id)) == 2)
+    assert eng.sink.states(job.id) == [(ADDED, "WAITING"), (CHANGED, "ABORTED")]
+
+
+async def test_abort_before_the_task_took_a_step_still_ends_the_job(eng: Engine) -> None:
+    """Cancelled before its first step, a task never runs its coroutine (no except, no
+    finally): the job must still end ABORTED and let go of its lock."""
+    locked = spec(lock="L", lock_queue_size=None)
+    with closing(sqlite3.connect(eng.db, isolation_level=None)) as blocker:
+        blocker.execute("BEGIN IMMEDIATE")
+        submitting = asyncio.create_task(eng.submit(locked, "a"))
+        for _ in range(100):  # one step at a time, until submit has created the task
+            if eng.manager.live:
+                break
+            await asyncio.sleep(0)
+        (job,) = eng.manager.live.values()
+        assert job.task is not None
+        coro = cast(Coroutine[Any, Any, None], job.task.get_coro())
+        assert inspect.getcoroutinestate(coro) == inspect.CORO_CREATED
+        eng.manager.abort(job.id, ROOT)
+        blocker.execute("ROLLBACK")
+    assert await submitting is job
+    await assert_aborted(eng, job)
+    assert job.id not in eng.manager.live
+    after = await eng.submit(locked, "b")  # the lock is free
+    eng.gates["b"].set()
+    await after.done
+
+
 async def test_abort_a_running_abortable_job(eng: Engine) -> None:
     job = await eng.submit(spec(abortable=True), "a", creds=ALICE)
     await eng.started("a")
@@ -489,8 +558,8 @@ async def test_events_reach_only_the_owner_and_admins(eng: Engine) -> None:
     eng.methods.handlers["t.fail"] = fail
     job = await eng.submit(spec("t.fail"), creds=ALICE)
     await outcome(job)
-    await eng.sink.wait_for(lambda: len(eng.sink.of(job.id)) == 3)
-    assert len(alice.of(job.id)) == 3
+    await eng.sink.wait_for(lambda: eng.sink.states(job.id)[-1:] == [(CHANGED, "FAILED")])
+    assert alice.states(job.id) == eng.sink.states(job.id)
     assert bob.events == []
     # The formatted exception is for admins only.
     last = alice.of(job.id)[-1]

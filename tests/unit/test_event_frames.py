@@ -1,0 +1,41 @@
+"""An event's frame embeds the fields' JSON when the publisher has it, and reads the same."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from middlewared import jsonc
+from middlewared.events.bus import ADDED, CHANGED, Event
+
+RECORD: dict[str, Any] = {"id": 7, "state": "FAILED", "exception": "Traceback: secret", "n": 2**70}
+
+
+def frame(event: Event, admin: bool) -> Any:
+    return json.loads(event.frame(admin))
+
+
+@pytest.mark.parametrize("msg", [ADDED, CHANGED])
+@pytest.mark.parametrize("admin", [True, False])
+def test_embedded_fields_read_as_encoded_ones(msg: str, admin: bool) -> None:
+    shown = {**RECORD, "exception": None}
+    admin_only = {"exception": RECORD["exception"]}
+    encoded = Event("jobs", msg, 7, shown, "alice", admin_only)
+    embedded = Event("jobs", msg, 7, shown, "alice", admin_only, jsonc.dumps(RECORD))
+    assert frame(embedded, admin) == frame(encoded, admin)
+    assert frame(embedded, admin)["params"]["fields"]["exception"] == (
+        RECORD["exception"] if admin else None
+    )
+
+
+def test_without_admin_fields_everyone_gets_the_embedded_json() -> None:
+    record = {"id": 8, "state": "SUCCESS", "exception": None}
+    event = Event("jobs", CHANGED, 8, record, None, None, jsonc.dumps(record))
+    assert event.frame(True) == event.frame(False)
+    assert frame(event, False) == {
+        "jsonrpc": "2.0",
+        "method": "collection_update",
+        "params": {"msg": CHANGED, "collection": "jobs", "id": 8, "fields": record},
+    }
