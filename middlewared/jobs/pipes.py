@@ -61,10 +61,8 @@ class UploadedFile:
     async def append(self, data: bytes) -> None:
         if self._writer is None:
             return  # the job ended or the upload failed: nobody will read it
-        if self._tail or self._file_read >= self._file_size:
-            await self._wait_for_room(len(data))
-        caught_up = self._file_read >= self._file_size
-        if (self._tail or caught_up) and self._tail_bytes + len(data) <= TAIL_BYTES:
+        await self._wait_for_room(len(data))
+        if self._fits_in_memory(len(data)):
             self._tail.append(data)
             self._tail_bytes += len(data)
         else:
@@ -77,14 +75,20 @@ class UploadedFile:
         async with self._changed:
             self._changed.notify_all()
 
+    def _fits_in_memory(self, size: int) -> bool:
+        """In order only after what the spool holds, and within the tail's bound."""
+        caught_up = self._file_read >= self._file_size
+        return (bool(self._tail) or caught_up) and self._tail_bytes + size <= TAIL_BYTES
+
     async def _wait_for_room(self, size: int) -> None:
-        """While the job keeps reading from memory, a full tail waits a moment for it (the
-        upload goes at the job's pace) rather than spill; a job that does not take a chunk
-        within TAIL_WAIT_SECONDS is not waited for again until it reads."""
+        """While the job keeps reading, a chunk that would have to be spooled waits a moment
+        for it (the upload then goes at the job's pace, through memory, with no disk write
+        and read of every byte); a job that takes nothing within TAIL_WAIT_SECONDS is not
+        waited for again until it reads."""
         if not self._reading:
             return
         deadline = asyncio.get_running_loop().time() + TAIL_WAIT_SECONDS
-        while self._tail_bytes + size > TAIL_BYTES and self.error is None:
+        while not self._fits_in_memory(size) and self.error is None:
             self._room.clear()
             try:
                 async with asyncio.timeout_at(deadline):
@@ -137,6 +141,7 @@ class UploadedFile:
             self._reader = self.path.open("rb")
         data = await asyncio.to_thread(self._reader.read, size)
         self._file_read += len(data)
+        self._room.set()
         return data
 
     def _take_tail(self, size: int) -> bytes:

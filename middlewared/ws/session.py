@@ -45,6 +45,9 @@ CLOSE_TOO_SLOW = 4008
 class Transport(Protocol):
     async def send(self, frame: str) -> None: ...
 
+    async def send_many(self, frames: list[str]) -> None:
+        """Several frames, in order, as one write where the transport can."""
+
     async def close(self, code: int, reason: str) -> None: ...
 
     def abort(self) -> None:
@@ -279,9 +282,12 @@ class Session:
                 # While it holds frames taken from the outbox, replies queue behind them.
                 self._sending += 1
                 try:
-                    for item in self.outbox.pop_all():
-                        frame = item if isinstance(item, str) else item.frame(admin)
-                        await self.transport.send(frame)
+                    frames = [
+                        item if isinstance(item, str) else item.frame(admin)
+                        for item in self.outbox.pop_all()
+                    ]
+                    if frames:
+                        await self.transport.send_many(frames)
                 finally:
                     self._sending -= 1
                 if self.outbox.closed:

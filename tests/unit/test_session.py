@@ -97,6 +97,10 @@ class FakeTransport:
         await self.release.wait()
         self.frames.put_nowait(json.loads(frame))
 
+    async def send_many(self, frames: list[str]) -> None:
+        for frame in frames:
+            await self.send(frame)
+
     async def close(self, code: int, reason: str) -> None:
         self.close_code = code
         await self.close_taken.wait()
