@@ -50,9 +50,10 @@ class MiddlewareError(Exception):
     default_errno: int = _errno.EFAULT
 
     def __init__(self, reason: str, errno: int | None = None, extra: ErrorExtra = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
         self.errno = self.default_errno if errno is None else errno
+        # A caller is always told something: an empty reason gets the error's name.
+        self.reason = reason or f"{errname(self.errno)}: no reason given"
+        super().__init__(self.reason)
         self.extra = extra
 
     def __str__(self) -> str:

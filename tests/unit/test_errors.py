@@ -195,3 +195,9 @@ def test_validation_error_helper() -> None:
     assert isinstance(exc, ValidationErrors)
     assert exc.extra == [["path", "Does not exist", errno.ENOENT]]
     assert exc.to_rpc_error()["data"]["error"] == errno.EINVAL
+
+
+def test_an_empty_reason_still_says_something() -> None:
+    data = CallError("").error_data()
+    assert data["reason"] == "EFAULT: no reason given"
+    assert str(CallError("", 2)) == "[ENOENT] ENOENT: no reason given"
