@@ -28,6 +28,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from tests.multipart import upload_start
 from tests.rpcsync import ENDED, POLL, TIMEOUT, Rpc, wait_ended, wait_for
 from tests.serverproc import ServerProc
 
@@ -383,27 +384,6 @@ def test_disconnect_while_events_stream(server: ServerProc, admin: Rpc) -> None:
 # --- (d) mid-upload ----------------------------------------------------------------------------
 
 
-def _upload_start(server: ServerProc, dest: str, files: list[bytes], declared: int) -> bytes:
-    """The head and start of a multipart upload whose Content-Length promises more."""
-    boundary = "XyZdisconnect"
-    data = json.dumps({"method": "filesystem.put", "params": [dest]})
-    body = f'--{boundary}\r\nContent-Disposition: form-data; name="data"\r\n\r\n{data}\r\n'.encode()
-    for i, content in enumerate(files):
-        body += (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="f{i}"\r\n'
-            "Content-Type: application/octet-stream\r\n\r\n"
-        ).encode() + content
-        if i < len(files) - 1:
-            body += b"\r\n"
-    auth = base64.b64encode(f"root:{server.password}".encode()).decode()
-    head = (
-        f"POST /_upload HTTP/1.1\r\nHost: {server.host}\r\nAuthorization: Basic {auth}\r\n"
-        f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
-        f"Content-Length: {len(body) + declared}\r\n\r\n"
-    ).encode()
-    return head + body
-
-
 def _received(record: dict[str, Any]) -> int:
     words = (record["progress"]["description"] or "").split()
     return int(words[1]) if len(words) > 1 and words[0] == "Received" else 0
@@ -424,7 +404,7 @@ def test_disconnect_mid_upload(server: ServerProc, admin: Rpc, where: str, how: 
     folder.mkdir()
     files = [b"z" * 300_000] if where == "in the first file" else [b"a" * 1000, b"b" * 300_000]
     sock = socket.create_connection((server.host, server.port), timeout=TIMEOUT)
-    sock.sendall(_upload_start(server, str(folder), files, 5_000_000))
+    sock.sendall(upload_start(server, str(folder), files, 5_000_000))
     # The job has started on the last file sent (the count is over all files).
     threshold = sum(len(f) for f in files[:-1]) + 1
 
@@ -451,7 +431,7 @@ def test_disconnect_before_the_data_part_ends(server: ServerProc, admin: Rpc) ->
     jobs_before = admin.result(
         "core.get_jobs", [["method", "=", "filesystem.put"]], {"count": True}
     )
-    request = _upload_start(server, "/x", [], 1000)
+    request = upload_start(server, "/x", [], 1000)
     sock = socket.create_connection((server.host, server.port), timeout=TIMEOUT)
     sock.sendall(request[: len(request) - 20])  # the data part is cut short
     sock.close()
@@ -486,7 +466,7 @@ def test_a_stalled_upload_is_cut_off(make_server: Callable[..., ServerProc], whe
         before = admin.stats()
         folder = srv.data_dir / "files" / "stalled"
         folder.mkdir(parents=True)
-        request = _upload_start(srv, str(folder), [b"s" * 100_000], 1_000_000)
+        request = upload_start(srv, str(folder), [b"s" * 100_000], 1_000_000)
         if where == "in the data part":
             request = request[: request.index(b'name="file"') - 40]
         sock = socket.create_connection((srv.host, srv.port), timeout=TIMEOUT)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import shutil
@@ -14,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.multipart import upload_start
 from tests.serverproc import ServerProc
 from tests.wsraw import Raw, raw
 
@@ -276,20 +276,7 @@ async def test_buffered_resume_with_range(server: ServerProc, tmp_path: Path) ->
 
 def _partial_upload(server: ServerProc, dest: str) -> bytes:
     """The start of a multipart upload: the data part and a part of the file."""
-    boundary = "XyZ"
-    data = json.dumps({"method": "filesystem.put", "params": [dest]})
-    body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="data"\r\n\r\n{data}\r\n'
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="p"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n"
-    ).encode() + b"z" * 300_000
-    auth = base64.b64encode(f"root:{server.password}".encode()).decode()
-    head = (
-        f"POST /_upload HTTP/1.1\r\nHost: {server.host}\r\nAuthorization: Basic {auth}\r\n"
-        f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
-        f"Content-Length: {len(body) + 5_000_000}\r\n\r\n"
-    ).encode()
-    return head + body
+    return upload_start(server, dest, [b"z" * 300_000], 5_000_000)
 
 
 async def test_disconnect_mid_upload(server: ServerProc) -> None:
