@@ -23,6 +23,7 @@ from middlewared.events.bus import Event, Subscription
 from middlewared.rpc.dispatcher import error_object
 from middlewared.rpc.protocol import (
     BadMessage,
+    Frame,
     Request,
     encode,
     error_reply,
@@ -135,10 +136,15 @@ class Session:
         if len(data) > limit or (len(data) * 4 > limit and len(data.encode()) > limit):
             await self._close(CLOSE_TOO_BIG, "Frame too large")
             return
-        frame = parse_frame(data)
+        self._accept(parse_frame(data))
+        # Replies the client does not read (errors included) must not pile up: stop reading
+        # its requests (TCP pushes back on it) until the writer has taken them.
+        await self.outbox.wait_room(self.limits.max_inflight)
+
+    def _accept(self, frame: Frame) -> None:
+        """Start the calls of a frame, or queue the error replies it gets at once."""
         if frame.batch:
             self._spawn(self._batch(frame.messages))
-            await self.outbox.wait_room(self.limits.max_inflight)
             return
         message = frame.messages[0]
         if isinstance(message, BadMessage):
@@ -151,9 +157,6 @@ class Session:
             return
         self.inflight += 1
         self._spawn(self._single(message))
-        # Replies the client does not read must not pile up: stop reading its requests
-        # (TCP pushes back on it) until the writer has taken them.
-        await self.outbox.wait_room(self.limits.max_inflight)
 
     async def on_binary(self) -> None:
         await self._close(CLOSE_UNSUPPORTED, "Binary frames are not supported")
@@ -269,8 +272,8 @@ class Session:
         except (TimeoutError, ConnectionError, RuntimeError) as e:
             log.info("session %s: the 4008 close was not taken (%r)", self.remote, e)
         finally:
-            # Also when cancelled: aiohttp's close can end that way when the writer it
-            # shares a drain with was cancelled. A graceful close would wait for the reader.
+            # Also when cancelled (the session closing, which cancels the writer that shares
+            # aiohttp's drain wait with this close). A graceful close would wait for the reader.
             if not closed:
                 self.transport.abort()
 

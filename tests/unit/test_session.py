@@ -440,6 +440,24 @@ async def test_a_reader_that_does_not_take_the_close_is_reset(h: Harness) -> Non
     assert len(h.session.outbox) == 0
 
 
+async def test_error_replies_nobody_reads_stop_the_reading_too(h: Harness) -> None:
+    h.transport.release.clear()  # the first reply's send blocks, as on a full socket
+    sent = 0
+    reading: asyncio.Task[None] | None = None
+    while reading is None and sent < 2 * LIMITS.max_inflight + 2:
+        task = asyncio.create_task(h.send("{not json"))
+        sent += 1
+        await asyncio.sleep(0.02)
+        if not task.done():
+            reading = task
+    assert reading is not None, sent
+    assert len(h.session.outbox) == LIMITS.max_inflight
+    h.transport.release.set()
+    await asyncio.wait_for(reading, 5)
+    for _ in range(sent):
+        assert (await h.transport.next())["error"]["code"] == -32700
+
+
 async def test_replies_nobody_reads_stop_the_reading(h: Harness) -> None:
     h.transport.release.clear()  # the first reply's send blocks, as on a full socket
     sent = 0
