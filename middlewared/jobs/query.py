@@ -9,6 +9,7 @@ from middlewared import jsonc
 from middlewared.auth.credentials import Credentials
 from middlewared.jobs.store import COLUMNS
 from middlewared.query import (
+    Dialect,
     Filter,
     OrderKey,
     QueryOptions,
@@ -48,20 +49,40 @@ async def query_jobs(app: Middleware, creds: Credentials, filters: Any, options:
     flt = parse_filters(filters)
     opts = parse_options(options)
     order = _ordering(opts)
+    visible = app.visibility.job
     live = [
         job.record(creds.admin)
         for job in app.jobs.live.values()
-        if creds.may_read(job.credentials.username)
+        if visible(creds, job.owner_id, job.method)
     ]
     live_matches = [r for r in live if flt.matches(r)]
     dialect = app.store.dialect
+    if dialect is None:
+        return await _in_python(app, creds, opts, order, flt, live_matches)
+    return await _in_sql(app, creds, flt, opts, order, dialect, live_matches)
+
+
+async def _in_sql(
+    app: Middleware,
+    creds: Credentials,
+    flt: Filter,
+    opts: QueryOptions,
+    order: tuple[OrderKey, ...],
+    dialect: Dialect,
+    live_matches: list[dict[str, Any]],
+) -> Any:
     # Compile with "?" placeholders, add ours, and render the whole statement once.
     compiled = compile_where(flt, COLUMNS, dataclasses.replace(dialect, paramstyle="qmark"))
     where = [compiled.sql, ENDED_SQL]
     params = list(compiled.params)
-    if not creds.admin:
-        where.append('"owner" = ?')
-        params.append(creds.username)
+    if not creds.full_admin:
+        # Their own jobs, of the methods they may see (the mounted ones their allow-list
+        # grants, and those every identity may call).
+        methods = [m.spec.name for m in app.methods if app.visibility.method(creds, m.spec.name)]
+        where.append('"owner_id" = ?')
+        params.append(creds.user_id)
+        where.append(f'"method" IN ({", ".join("?" for _ in methods)})' if methods else "0 = 1")
+        params.extend(methods)
     overlap = app.jobs.ended_live_ids()
     if overlap:
         where.append(f'"id" NOT IN ({", ".join("?" for _ in overlap)})')
@@ -99,7 +120,9 @@ async def _paged(
     if opts.get and not opts.limit:
         limit = opts.offset + 1 - skip
     sql = f"SELECT record FROM jobs WHERE {where_sql} ORDER BY {order_sql} LIMIT ? OFFSET ?"
-    rows = await app.store.fetch_sql(app.store.dialect.render(sql), [*params, limit, skip])
+    dialect = app.store.dialect
+    assert dialect is not None
+    rows = await app.store.fetch_sql(dialect.render(sql), [*params, limit, skip])
     stored = [_decode(r, creds.admin) for r in rows]
     # Rows come in the requested order (the SQL order is the Python one): sort only to merge.
     merge_order = order if live_matches else ()
@@ -118,9 +141,32 @@ async def _scan(
     live_matches: list[dict[str, Any]],
 ) -> Any:
     """A condition or an order SQL cannot express: narrow in SQL, finish in Python."""
-    sql = app.store.dialect.render(f"SELECT record FROM jobs WHERE {where_sql}")
+    dialect = app.store.dialect
+    assert dialect is not None
+    sql = dialect.render(f"SELECT record FROM jobs WHERE {where_sql}")
     rows = await app.store.fetch_sql(sql, params)
     stored = [_decode(r, creds.admin) for r in rows]
     if residual is not None:
         stored = [r for r in stored if residual.matches(r)]
+    return apply_options(stored + live_matches, dataclasses.replace(opts, order_by=order))
+
+
+async def _in_python(
+    app: Middleware,
+    creds: Credentials,
+    opts: QueryOptions,
+    order: tuple[OrderKey, ...],
+    flt: Filter,
+    live_matches: list[dict[str, Any]],
+) -> Any:
+    """A store without a dialect (memory): every condition is evaluated in Python."""
+    overlap = set(app.jobs.ended_live_ids())
+    visible = app.visibility.job
+    stored = []
+    for row in await app.store.fetch("finished_job_records"):
+        record = _decode(row, creds.admin)
+        if record["id"] in overlap or not visible(creds, row["owner_id"], record["method"]):
+            continue
+        if flt.matches(record):
+            stored.append(record)
     return apply_options(stored + live_matches, dataclasses.replace(opts, order_by=order))

@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from middlewared.config import Limits
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -265,7 +267,8 @@ def predict(text: str) -> Expect:
     except orjson.JSONDecodeError:
         return Expect(1, False, [(key(None), -32700)])
     if isinstance(obj, list):
-        if not obj:
+        if not obj or len(obj) > Limits.max_batch:
+            # Empty, or past --max-batch: refused whole, one error with a null id.
             return Expect(1, False, [(key(None), -32600)])
         members = [r for r in map(_member, obj) if r is not None]
         return Expect(1 if members else 0, True, members)

@@ -12,12 +12,11 @@ from middlewared.auth.credentials import INTERNAL, CredentialKind, Credentials
 from middlewared.auth.passwords import (
     generate_password,
     hash_key,
+    HashPool,
     hash_password,
-    hash_password_async,
     new_secret,
     same_hash,
     verify_password,
-    verify_password_async,
 )
 from middlewared.auth.ratelimit import LoginThrottler
 from middlewared.auth.tokens import TokenStore
@@ -340,10 +339,12 @@ def test_a_malformed_digest_never_verifies(digest: str) -> None:
 
 
 async def test_async_hash_and_verify() -> None:
-    hashed = await hash_password_async("s3cret!")
-    assert await verify_password_async("s3cret!", hashed)
-    assert not await verify_password_async("s3cret?", hashed)
-    assert not await verify_password_async("s3cret!", None)
+    pool = HashPool()
+    hashed = await pool.hash("s3cret!")
+    assert await pool.verify("s3cret!", hashed)
+    assert not await pool.verify("s3cret?", hashed)
+    assert not await pool.verify("s3cret!", None)
+    pool.close()
 
 
 def test_hash_key_is_sha256_hex() -> None:

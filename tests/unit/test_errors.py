@@ -28,7 +28,7 @@ from middlewared.errors import (
     errname,
     validation_error,
 )
-from middlewared.jobs.manager import JobAborted
+from middlewared.jobs.engine import JobAborted
 
 DATA_KEYS = {"error", "errname", "reason", "extra", "trace"}
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from middlewared.app import CORE_SERVICES
+from middlewared.plugins import CORE_SERVICES
 from middlewared.registry import ANY, JobOptions, MethodSpec, Param, Registry
 from middlewared.rpc.schema import ParamsBinder, compile_schema
 
