@@ -29,7 +29,7 @@ from middlewared.jobs.engine import COLLECTION, JobEngine
 from middlewared.jobs.files import JobFiles
 from middlewared.jobs.job import Job
 from middlewared.jobs.recovery import recover
-from middlewared.jobs.store import JobStore
+from middlewared.jobs.store import JobStore, Purged
 from middlewared.plugins import PluginLoader
 from middlewared.registry import Registry
 from middlewared.routes import Route
@@ -239,7 +239,7 @@ class Middleware:
                 if total:
                     log.info("retention: %d finished jobs purged", total)
                 return total
-            await self.job_store.delete([job_id for job_id, _, _ in expired])
+            await self.job_store.delete([p.id for p in expired])
             await asyncio.to_thread(_remove_files, self.job_files, expired)
             self.jobs.events.publish_removed(expired)
             total += len(expired)
@@ -288,6 +288,6 @@ class Middleware:
         return len(self.sessions)
 
 
-def _remove_files(files: JobFiles, expired: list[tuple[int, int | None, str]]) -> None:
-    for job_id, _, _ in expired:
-        files.remove(job_id)
+def _remove_files(files: JobFiles, expired: list[Purged]) -> None:
+    for purged in expired:
+        files.remove(purged.id)

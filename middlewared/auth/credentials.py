@@ -68,6 +68,11 @@ class Credentials:
         """An administrator whose rights no key narrows: sees every user's jobs and events."""
         return self.admin and (self.key_allowlist is None or self.key_allowlist == UNRESTRICTED)
 
+    @property
+    def restricted_key(self) -> bool:
+        """Logged in with an API key whose allow-list narrows its user's rights."""
+        return self.key_allowlist is not None and self.key_allowlist != UNRESTRICTED
+
     def owns(self, owner_id: int | None) -> bool:
         return owner_id is not None and owner_id == self.user_id
 

@@ -21,12 +21,24 @@ class Visibility:
     def method(self, creds: Credentials, method: str) -> bool:
         return self._open_method(method) or creds.allows(method)
 
-    def job(self, creds: Credentials | None, owner_id: int | None, method: str | None) -> bool:
-        """Whether ``creds`` may see (and, if abortable, abort) a job or a job's event."""
+    def job(
+        self,
+        creds: Credentials | None,
+        owner_id: int | None,
+        method: str | None,
+        key_id: int | None = None,
+    ) -> bool:
+        """Whether ``creds`` may see (and, if abortable, abort) a job or a job's event.
+
+        ``key_id`` is the API key the job was started with: an identity narrowed by its key
+        sees only the jobs started with that key (not its user's other jobs).
+        """
         if creds is None:
             return False
         if creds.full_admin:
             return True
         if not creds.owns(owner_id):
+            return False
+        if creds.restricted_key and key_id != creds.api_key_id:
             return False
         return method is None or self.method(creds, method)

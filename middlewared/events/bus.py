@@ -42,6 +42,8 @@ class Event:
     encoded_fields: str | None = None
     method: str | None = None
     everyone: bool = False
+    # The API key the object (a job) was made with: restricted keys see only their own.
+    owner_key: int | None = None
     _frames: dict[bool, str] = field(default_factory=dict)
 
     def params(self, admin: bool) -> dict[str, Any]:
@@ -93,6 +95,7 @@ class Event:
                 self.encoded_fields,
                 self.method,
                 self.everyone,
+                self.owner_key,
             )
         return self
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from middlewared.events.bus import ADDED, CHANGED, REMOVED, Event, EventBus
 from middlewared.jobs.job import Job, Snapshot
+from middlewared.jobs.store import Purged
 
 COLLECTION = "core.get_jobs"
 
@@ -19,12 +20,20 @@ class JobEvents:
             return
         self.bus.publish(job_event(job, ADDED if added else CHANGED, snap))
 
-    def publish_removed(self, removed: list[tuple[int, int | None, str]]) -> None:
-        """``(job id, owner id, method)`` of purged jobs: each REMOVED reaches only those
-        who could read the job."""
+    def publish_removed(self, removed: list[Purged]) -> None:
+        """Purged jobs: each REMOVED reaches only those who could read the job."""
         if self.bus.has_consumers(COLLECTION):
-            for job_id, owner_id, method in removed:
-                self.bus.publish(Event(COLLECTION, REMOVED, job_id, owner=owner_id, method=method))
+            for p in removed:
+                self.bus.publish(
+                    Event(
+                        COLLECTION,
+                        REMOVED,
+                        p.id,
+                        owner=p.owner_id,
+                        method=p.method,
+                        owner_key=p.key_id,
+                    )
+                )
 
 
 def job_event(job: Job, msg: str, snap: Snapshot | None) -> Event:
@@ -38,4 +47,14 @@ def job_event(job: Job, msg: str, snap: Snapshot | None) -> Event:
         if exception:
             fields = {**fields, "exception": None}
     admin = {"exception": exception} if exception else None
-    return Event(COLLECTION, msg, job.id, fields, job.owner_id, admin, encoded, job.method)
+    return Event(
+        COLLECTION,
+        msg,
+        job.id,
+        fields,
+        job.owner_id,
+        admin,
+        encoded,
+        job.method,
+        owner_key=job.credentials.api_key_id,
+    )

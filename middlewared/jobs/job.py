@@ -80,6 +80,7 @@ class Job:
         # the credentials its identity has when it runs (``credentials.identity``).
         self.credentials = credentials
         self.owner_id = credentials.user_id
+        self.key_id = credentials.api_key_id
         # What started it: "call", "bulk", "upload", "download", "trigger:<id>", "restart".
         self.origin = origin
         self.attempt = 1

@@ -53,7 +53,7 @@ async def query_jobs(app: Middleware, creds: Credentials, filters: Any, options:
     live = [
         job.record(creds.admin)
         for job in app.jobs.live.values()
-        if visible(creds, job.owner_id, job.method)
+        if visible(creds, job.owner_id, job.method, job.key_id)
     ]
     live_matches = [r for r in live if flt.matches(r)]
     dialect = app.store.dialect
@@ -81,6 +81,9 @@ async def _in_sql(
         methods = [m.spec.name for m in app.methods if app.visibility.method(creds, m.spec.name)]
         where.append('"owner_id" = ?')
         params.append(creds.user_id)
+        if creds.restricted_key:
+            where.append('"api_key_id" = ?')
+            params.append(creds.api_key_id)
         where.append(f'"method" IN ({", ".join("?" for _ in methods)})' if methods else "0 = 1")
         params.extend(methods)
     overlap = app.jobs.ended_live_ids()
@@ -165,7 +168,8 @@ async def _in_python(
     stored = []
     for row in await app.store.fetch("finished_job_records"):
         record = _decode(row, creds.admin)
-        if record["id"] in overlap or not visible(creds, row["owner_id"], record["method"]):
+        who = (row["owner_id"], record["method"], row["api_key_id"])
+        if record["id"] in overlap or not visible(creds, *who):
             continue
         if flt.matches(record):
             stored.append(record)

@@ -14,6 +14,23 @@ from middlewared.store.base import Op, Store
 log = logging.getLogger(__name__)
 
 
+class Purged(NamedTuple):
+    """A job retention removes: who could read it is who hears of it."""
+
+    id: int
+    owner_id: int | None
+    method: str
+    key_id: int | None
+
+
+class JobRef(NamedTuple):
+    """What decides who may see a stored job."""
+
+    owner_id: int | None
+    method: str
+    key_id: int | None
+
+
 class Unfinished(NamedTuple):
     """A job found waiting or running in the store at start: the server stopped under it."""
 
@@ -38,6 +55,7 @@ COLUMNS: dict[str, Column] = {
 
 def _row(job: Job, snap: Snapshot) -> dict[str, Any]:
     row = _record_row(snap.record, job.owner_id, job.options.retry_on_restart, snap.encoded)
+    row["api_key_id"] = job.credentials.api_key_id
     row["lock_key"] = job.lock_key
     row["run_after"] = job.run_after
     return row
@@ -53,6 +71,7 @@ def _record_row(
         "state": record["state"],
         "owner": record["credentials"]["data"]["username"],
         "owner_id": owner_id,
+        "api_key_id": ((record["credentials"]["data"].get("api_key") or {}).get("id")),
         "origin": record.get("origin"),
         "lock_key": None,
         "attempt": record.get("attempt", 1),
@@ -119,13 +138,11 @@ class JobStore:
         row = _record_row(record, owner_id, False, jsonc.dumps(record))
         return self.store.write([Op("update_job", row)])
 
-    async def owner_and_method(self, job_id: int) -> tuple[int | None, str] | None:
-        row = await self.store.fetch_one("job_owner_and_method", id=job_id)
-        return None if row is None else (row["owner_id"], row["method"])
+    async def ref(self, job_id: int) -> JobRef | None:
+        row = await self.store.fetch_one("job_ref", id=job_id)
+        return None if row is None else JobRef(row["owner_id"], row["method"], row["api_key_id"])
 
-    async def expired(
-        self, before_ms: int, keep: int, limit: int = 10_000
-    ) -> list[tuple[int, int | None, str]]:
+    async def expired(self, before_ms: int, keep: int, limit: int = 10_000) -> list[Purged]:
         """Finished jobs past the retention policy: finished before ``before_ms``, or past the
         ``keep`` of their owner that finished last (per owner: one user's flood of jobs
         never purges another's). Both walk an index on the finishing time."""
@@ -138,7 +155,10 @@ class JobStore:
             rows += await self.store.fetch(
                 "finished_job_ids_beyond_no_owner", keep=keep, limit=limit
             )
-        found = {int(r["id"]): (int(r["id"]), r["owner_id"], r["method"]) for r in rows}
+        found = {
+            int(r["id"]): Purged(int(r["id"]), r["owner_id"], r["method"], r["api_key_id"])
+            for r in rows
+        }
         return [found[i] for i in sorted(found)][:limit]
 
     async def _may_hold_more_than(self, count: int) -> bool:

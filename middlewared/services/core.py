@@ -41,10 +41,10 @@ async def visible_job(ctx: CallContext, job_id: int) -> tuple[Job | None, dict[s
     app = server(ctx)
     live = app.jobs.get_live(job_id)
     if live is not None:
-        if app.visibility.job(ctx.user, live.owner_id, live.method):
+        if app.visibility.job(ctx.user, live.owner_id, live.method, live.key_id):
             return live, None
         raise NotFound(f"Job {job_id} does not exist")
-    found = await app.job_store.owner_and_method(job_id)
+    found = await app.job_store.ref(job_id)
     if found is None or not app.visibility.job(ctx.user, *found):
         raise NotFound(f"Job {job_id} does not exist")
     return None, await app.job_store.get(job_id)
@@ -165,7 +165,9 @@ async def job_abort(ctx: CallContext, job_id: int) -> None:
     """Abort a waiting job, or a running one that is abortable (a job the caller may see)."""
     app = server(ctx)
     target = app.jobs.get_live(job_id)
-    if target is None or not app.visibility.job(ctx.user, target.owner_id, target.method):
+    if target is None or not app.visibility.job(
+        ctx.user, target.owner_id, target.method, target.key_id
+    ):
         raise NotFound(f"Job {job_id} is not running")
     if target.ended:
         raise NotFound(f"Job {job_id} is not running")

@@ -46,7 +46,7 @@ class MemoryStore(Store):
             "finished_job_ids_beyond": self._beyond,
             "finished_job_ids_beyond_no_owner": self._beyond_no_owner,
             "job_id_span": self._span,
-            "job_owner_and_method": self._owner_and_method,
+            "job_ref": self._ref,
             "all_users": lambda: self._all("users"),
             "all_api_keys": lambda: self._all("api_keys"),
             "all_settings": lambda: self._all("settings"),
@@ -184,13 +184,13 @@ class MemoryStore(Store):
         ids = self.tables["jobs"].keys()
         return [{"span": (max(ids) - min(ids) + 1) if ids else None}]
 
-    def _owner_and_method(self, id: int) -> list[Row]:
+    def _ref(self, id: int) -> list[Row]:
         row = self.tables["jobs"].get(id)
-        return [] if row is None else [{"owner_id": row["owner_id"], "method": row["method"]}]
+        return [] if row is None else [{k: row[k] for k in ("owner_id", "method", "api_key_id")}]
 
     def _finished_records(self) -> list[Row]:
         return [
-            {"record": r["record"], "owner_id": r["owner_id"]}
+            {k: r[k] for k in ("record", "owner_id", "api_key_id")}
             for r in self._all("jobs")
             if r["state"] in ENDED
         ]
@@ -272,7 +272,7 @@ _KEYS = {"users": "id", "api_keys": "id", "meta": "name", "settings": "namespace
 
 
 def _retention_row(row: Row) -> Row:
-    return {"id": row["id"], "owner_id": row["owner_id"], "method": row["method"]}
+    return {k: row[k] for k in ("id", "owner_id", "method", "api_key_id")}
 
 
 def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:

@@ -30,14 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-
-from middlewared.config import Limits
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from middlewared.config import Limits
 from tests.serverproc import ServerProc
 
 PROJECT = Path(__file__).resolve().parents[2]

@@ -3,6 +3,7 @@
 -- does not get them), record what started them, and carry what a queue that leaves the
 -- process will need: their lock, attempt, when they may run next and which node runs them.
 ALTER TABLE jobs ADD COLUMN owner_id BIGINT;
+ALTER TABLE jobs ADD COLUMN api_key_id BIGINT;
 ALTER TABLE jobs ADD COLUMN origin TEXT;
 ALTER TABLE jobs ADD COLUMN lock_key TEXT;
 ALTER TABLE jobs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1;

@@ -14,11 +14,11 @@ SELECT value FROM counters WHERE name = :name;
 UPDATE counters SET value = :value WHERE name = :name AND value < :value;
 
 -- name: insert_job
-INSERT INTO jobs (id, method, state, owner, owner_id, origin, lock_key, attempt, run_after,
-                  description, time_started, time_finished, progress_percent, error,
+INSERT INTO jobs (id, method, state, owner, owner_id, api_key_id, origin, lock_key, attempt,
+                  run_after, description, time_started, time_finished, progress_percent, error,
                   retry_on_restart, record)
-VALUES (:id, :method, :state, :owner, :owner_id, :origin, :lock_key, :attempt, :run_after,
-        :description, :time_started, :time_finished, :progress_percent, :error,
+VALUES (:id, :method, :state, :owner, :owner_id, :api_key_id, :origin, :lock_key, :attempt,
+        :run_after, :description, :time_started, :time_finished, :progress_percent, :error,
         :retry_on_restart, :record);
 
 -- name: update_job
@@ -38,7 +38,7 @@ WHERE state IN ('WAITING', 'RUNNING') ORDER BY id;
 -- (by state and id instead, each scanned and sorted every finished job).
 
 -- name: expired_job_ids
-SELECT id, owner_id, method FROM jobs WHERE time_finished < :before
+SELECT id, owner_id, method, api_key_id FROM jobs WHERE time_finished < :before
 ORDER BY time_finished LIMIT :limit;
 
 -- name: job_owners
@@ -55,11 +55,11 @@ SELECT owner_id FROM owners WHERE owner_id IS NOT NULL;
 -- name: finished_job_ids_beyond
 -- Past the newest :keep of one owner by finishing time: skips :keep entries of the
 -- (owner_id, time_finished) index, never reads their rows.
-SELECT id, owner_id, method FROM jobs WHERE owner_id = :owner_id AND time_finished IS NOT NULL
+SELECT id, owner_id, method, api_key_id FROM jobs WHERE owner_id = :owner_id AND time_finished IS NOT NULL
 ORDER BY time_finished DESC LIMIT :limit OFFSET :keep;
 
 -- name: finished_job_ids_beyond_no_owner
-SELECT id, owner_id, method FROM jobs WHERE owner_id IS NULL AND time_finished IS NOT NULL
+SELECT id, owner_id, method, api_key_id FROM jobs WHERE owner_id IS NULL AND time_finished IS NOT NULL
 ORDER BY time_finished DESC LIMIT :limit OFFSET :keep;
 
 -- name: job_id_span
@@ -68,8 +68,8 @@ SELECT (SELECT MAX(id) FROM jobs) - (SELECT MIN(id) FROM jobs) + 1 AS span;
 -- name: delete_job
 DELETE FROM jobs WHERE id = :id;
 
--- name: job_owner_and_method
-SELECT owner_id, method FROM jobs WHERE id = :id;
+-- name: job_ref
+SELECT owner_id, method, api_key_id FROM jobs WHERE id = :id;
 
 -- name: insert_user
 INSERT INTO users (id, username, full_name, password_hash, admin, locked, allowlist, created)
@@ -122,11 +122,11 @@ DELETE FROM meta;
 INSERT INTO meta (name, value) SELECT name, value FROM bak.meta;
 DELETE FROM settings;
 INSERT INTO settings (namespace, value) SELECT namespace, value FROM bak.settings;
-INSERT INTO jobs (id, method, state, owner, owner_id, origin, lock_key, attempt, run_after,
-                  node, description, time_started, time_finished, progress_percent, error,
+INSERT INTO jobs (id, method, state, owner, owner_id, api_key_id, origin, lock_key, attempt,
+                  run_after, node, description, time_started, time_finished, progress_percent, error,
                   retry_on_restart, record)
-SELECT id, method, state, owner, owner_id, origin, lock_key, attempt, run_after,
-       node, description, time_started, time_finished, progress_percent, error,
+SELECT id, method, state, owner, owner_id, api_key_id, origin, lock_key, attempt,
+       run_after, node, description, time_started, time_finished, progress_percent, error,
        retry_on_restart, record
 FROM bak.jobs
 WHERE state IN ('SUCCESS', 'FAILED', 'ABORTED') AND id NOT IN (SELECT id FROM jobs);
@@ -135,4 +135,5 @@ WHERE value < (SELECT b.value FROM bak.counters b WHERE b.name = counters.name);
 
 -- name: finished_job_records
 -- Backends without a dialect (memory) filter these in Python; SQL backends compile filters.
-SELECT record, owner_id FROM jobs WHERE state IN ('SUCCESS', 'FAILED', 'ABORTED') ORDER BY id;
+SELECT record, owner_id, api_key_id FROM jobs
+WHERE state IN ('SUCCESS', 'FAILED', 'ABORTED') ORDER BY id;
