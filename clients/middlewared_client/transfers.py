@@ -126,12 +126,16 @@ class FilePayload(Payload):
 async def _open_reading(path: Path) -> BinaryIO:
     """Open ``path`` off the event loop; a file opened for a cancelled caller (the server
     answered before the body was sent) is closed, not leaked."""
-    opening = asyncio.ensure_future(asyncio.to_thread(path.open, "rb"))
+    opening: asyncio.Future[BinaryIO] = asyncio.ensure_future(asyncio.to_thread(_open, path))
     try:
         return await asyncio.shield(opening)
     except asyncio.CancelledError:
         opening.add_done_callback(_close_opened)
         raise
+
+
+def _open(path: Path) -> BinaryIO:
+    return path.open("rb")
 
 
 def _close_opened(opening: asyncio.Future[BinaryIO]) -> None:

@@ -265,7 +265,7 @@ class Directory:
             changes["password_hash"] = await self.hasher.hash(data["password"])
         user = self._user(uid)  # as it is now, after the hash
         new = replace(user, **changes)
-        self._keep_an_admin({**self.users, uid: new})
+        self._keep_an_admin(self.users, {**self.users, uid: new})
         await self.store.write([Op("update_user", new.row())])
         self.users[uid] = new
         self._changed()
@@ -274,7 +274,7 @@ class Directory:
 
     async def delete_user(self, uid: int) -> None:
         user = self._user(uid)
-        self._keep_an_admin({k: v for k, v in self.users.items() if k != uid})
+        self._keep_an_admin(self.users, {k: v for k, v in self.users.items() if k != uid})
         await self.store.write(
             [Op("delete_user", {"id": uid}), Op("delete_user_api_keys", {"user_id": uid})]
         )
@@ -285,9 +285,11 @@ class Directory:
         log.info("user %d (%s) deleted", uid, user.username)
 
     @staticmethod
-    def _keep_an_admin(users: dict[int, User]) -> None:
-        """Refuse a change that would leave no administrator able to log in."""
-        if not any(u.usable_admin for u in users.values()):
+    def _keep_an_admin(before: dict[int, User], after: dict[int, User]) -> None:
+        """Refuse a change that would leave no administrator able to log in (where there
+        was one: other changes stay possible on a store that has none)."""
+        had = any(u.usable_admin for u in before.values())
+        if had and not any(u.usable_admin for u in after.values()):
             raise CallError(
                 "Refused: it would leave no administrator who can log in (the last "
                 "administrator cannot be deleted, locked, demoted or left without a password)",

@@ -320,7 +320,7 @@ class JobEngine:
         result = job.result
         if result is None or isinstance(result, bool | int | float) or job.options.transient:
             return
-        encoded = jsonc.dumps(result)
+        encoded = jsonc.dumps(result).encode("utf-8", "surrogatepass")
         if len(encoded) <= self.max_result_bytes:
             return
         path = self.files.result(job.id)
@@ -429,10 +429,10 @@ def _retryable(policy: RetryPolicy, job: Job, exc: Exception) -> bool:
     return True
 
 
-def _write_private(path: Any, text: str) -> None:
+def _write_private(path: Any, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
 
 
 def _check_pipes(job: Job) -> None:

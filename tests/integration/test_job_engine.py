@@ -791,22 +791,22 @@ async def test_the_result_bound_counts_bytes(tmp_path: Path, gates: Gates) -> No
 
 
 async def test_jobs_not_ended_are_counted_per_owner(eng: Engine) -> None:
-    def counts() -> tuple[int, int, int]:
-        return tuple(eng.jobs.live_count(c.user_id) for c in (ALICE, BOB, ROOT))  # type: ignore[return-value]
+    def counts() -> list[int]:
+        return [eng.jobs.live_count(c.user_id) for c in (ALICE, BOB, ROOT)]
 
     a = await eng.submit(spec(), "a", creds=ALICE)
     b = await eng.submit(spec(), "b", creds=ALICE)
     c = await eng.submit(spec(abortable=True), "c", creds=BOB)
-    assert counts() == (2, 1, 0)
+    assert counts() == [2, 1, 0]
     eng.gates["a"].set()
     await a.done
-    assert counts() == (1, 1, 0)
+    assert counts() == [1, 1, 0]
     eng.jobs.abort(c)
     await outcome(c)
-    assert counts() == (1, 0, 0)
+    assert counts() == [1, 0, 0]
     eng.gates["b"].set()
     await b.done
-    assert counts() == (0, 0, 0)
+    assert counts() == [0, 0, 0]
 
 
 # -- transient jobs ---------------------------------------------------------------------

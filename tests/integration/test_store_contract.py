@@ -5,6 +5,7 @@ only has to pass this class."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,7 @@ class TestStoreContract:
         futures = []
         for i in range(1, 6):
             fut = store.write([Op("insert_job", job_row(i, "RUNNING"))])
-            fut.add_done_callback(lambda _f, i=i: done.append(i))
+            fut.add_done_callback(functools.partial(lambda n, _f: done.append(n), i))
             futures.append(fut)
         futures.append(store.write([Op("update_job", job_row(3, "FAILED"))]))
         await asyncio.gather(*futures)

@@ -534,17 +534,20 @@ async def test_replies_nobody_reads_stop_the_reading(h: Harness) -> None:
     await h.send(ping(1))
     await until(lambda: h.transport.blocked == 2, "the writer to be stuck on the second")
     sent = 2
+
+    def holds(n: int) -> Callable[[], bool]:
+        return lambda: len(outbox) == n
+
     # Then replies wait in the outbox up to the bound, the connection reading meanwhile...
     for waiting in range(1, LIMITS.max_inflight + 1):
         await asyncio.wait_for(h.send(ping(sent)), 5)
         sent += 1
-        await until(lambda n=waiting: len(outbox) == n, f"{waiting} replies to wait")
+        await until(holds(waiting), f"{waiting} replies to wait")
     # ... then it reads nothing more (the request that found the bound reached is answered
     # too: its reply is queued past the bound, and none after it).
     reading = asyncio.create_task(h.send(ping(sent)))
     sent += 1
-    bound = LIMITS.max_inflight + 1
-    await until(lambda: len(outbox) == bound, "the last request's reply")
+    await until(holds(LIMITS.max_inflight + 1), "the last request's reply")
     assert not reading.done()
     h.transport.release.set()
     await asyncio.wait_for(reading, 5)
