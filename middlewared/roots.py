@@ -6,8 +6,8 @@ acts on (``Dir``):
 - A path is checked as text once: absolute, no NUL, at most ``MAX_PATH`` bytes encoded,
   encodable (a lone surrogate U+DC80..U+DCFF stands for the byte ``os.fsdecode`` escaped
   with it; any other surrogate is refused), then normalised lexically (``.``, ``..``,
-  repeated slashes; no symlink is resolved) and placed under one root. After that no path
-  string is ever resolved by the kernel from ``/``.
+  repeated slashes; no symlink is resolved) and placed under one root. After that the only
+  path the kernel resolves by name is the root's own (the administrator's ``--fs-root``).
 - The directories from the root down to an entry are opened from the root's descriptor
   with ``openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`` where the kernel has it, else one
   ``O_NOFOLLOW | O_DIRECTORY`` component at a time. A symlink in any component is refused
@@ -125,6 +125,7 @@ def _classify(dir_fd: int, name: str, err: OSError) -> OSError:
 
 
 def _walk(dir_fd: int, parts: Sequence[str], flags: int) -> int:
+    """What openat2 does, one ``O_NOFOLLOW`` open per component (for older kernels)."""
     names = list(parts) or ["."]
     fd, owned = dir_fd, False
     try:

@@ -159,7 +159,8 @@ class _Progress:
                 await asyncio.to_thread(fout.write, chunk)
                 self.done += len(chunk)
                 self.report()
-            await asyncio.to_thread(_finish, fin, fout)
+            # On descriptors: must end before the files close, even on an abort.
+            await in_thread(_finish, fin, fout)
 
 
 def _finish(fin: BinaryIO, fout: BinaryIO) -> None:

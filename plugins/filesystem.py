@@ -238,7 +238,7 @@ class _Receiver:
                     await asyncio.to_thread(out.write, chunk)
                     self.received += len(chunk)
                     self.report()
-                await asyncio.to_thread(_sync, out, mode)
+                await in_thread(_sync, out, mode)
             try:
                 await in_thread(folder.rename, tmp, name, overwrite)
             except FileExistsError:
