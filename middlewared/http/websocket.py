@@ -8,6 +8,8 @@ import warnings
 from aiohttp import WSMsgType, web
 
 from middlewared.app import Middleware
+from middlewared.http.aiohttp_private import GuardedWebSocketResponse
+from middlewared.http.frameguard import FixedLimit, FrameGuard
 from middlewared.http.keys import MIDDLEWARE, SESSIONS
 from middlewared.http.wsframes import text_frame
 from middlewared.ws.session import Session
@@ -60,13 +62,15 @@ def client_address(request: web.Request) -> str:
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     app: Middleware = request.app[MIDDLEWARE]
     limits = app.config.limits
-    # aiohttp enforces the larger (after-login) limit and closes with 1009 past it;
-    # the session enforces the smaller one before login.
-    ws = web.WebSocketResponse(
-        max_msg_size=limits.max_frame + 1, heartbeat=None, compress=False, timeout=2.0
+    # The guard enforces masking and the frame limit that applies now (smaller before login)
+    # while frames arrive; aiohttp's own limit, the larger one, stays as a backstop.
+    guard = FrameGuard(FixedLimit(limits.max_frame_unauthenticated))
+    ws = GuardedWebSocketResponse(
+        guard, max_msg_size=limits.max_frame + 1, heartbeat=None, compress=False, timeout=2.0
     )
     await ws.prepare(request)
     session = Session(app, AiohttpTransport(ws, request), client_address(request))
+    guard.source = session
     session.start()
     request.app[SESSIONS].add(session)
     try:
