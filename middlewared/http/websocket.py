@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import warnings
+from collections.abc import Callable
 
 from aiohttp import WSMsgType, web
 
 from middlewared.app import Middleware
 from middlewared.http.aiohttp_private import GuardedWebSocketResponse
 from middlewared.http.frameguard import FixedLimit, FrameGuard
-from middlewared.http.keys import MIDDLEWARE, SESSIONS
+from middlewared.http.keys import ADMISSION, MIDDLEWARE, SESSIONS
 from middlewared.http.wsframes import text_frame
 from middlewared.ws.session import Session
 
 log = logging.getLogger(__name__)
+
+# Documented: the connection did not log in within --login-timeout.
+CLOSE_LOGIN_TIMEOUT = 4001
 
 
 # Several frames go out in one vectored write; past this many buffered bytes the writer
@@ -71,6 +76,8 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     session = Session(app, AiohttpTransport(ws, request), client_address(request))
     guard.source = session
+    closing: list[asyncio.Task[None]] = []
+    settle = _login_deadline(request, session, closing)
     session.start()
     request.app[SESSIONS].add(session)
     try:
@@ -83,6 +90,24 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
                 log.info("session %s: %s", session.remote, ws.exception())
                 break
     finally:
+        settle()
         request.app[SESSIONS].discard(session)
+        await asyncio.gather(*closing, return_exceptions=True)
         await session.close()
     return ws
+
+
+def _login_deadline(
+    request: web.Request, session: Session, closing: list[asyncio.Task[None]]
+) -> Callable[[], None]:
+    """Close the session with 4001 unless it logs in within --login-timeout; returns what to
+    call once it has logged in or ended."""
+
+    def late() -> None:
+        closing.append(
+            asyncio.create_task(session.close_within(CLOSE_LOGIN_TIMEOUT, "Login timeout"))
+        )
+
+    settle = request.app[ADMISSION].await_login(request.transport, late)
+    session.on_login = settle
+    return settle

@@ -8,6 +8,7 @@ import enum
 import errno
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -95,6 +96,9 @@ class Session:
         # Frames being sent (by the writer, or a reply by its call's task).
         self._sending = 0
         self.limits = app.config.limits
+        # Set by the HTTP layer: lifts the login deadline and caps of a connection not
+        # logged in yet.
+        self.on_login: Callable[[], None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -262,15 +266,19 @@ class Session:
         # The writer is not cancelled: it may be waiting for the socket to drain, and
         # aiohttp shares that wait with the close (cancelling one would cancel both). The
         # outbox is closed, so it stops after the frame it holds.
+        await self.close_within(CLOSE_TOO_SLOW, "Reader too slow")
+
+    async def close_within(self, code: int, reason: str) -> None:
+        """Close with ``code``; a peer that does not take the close within the grace period
+        (--slow-reader-grace) has its connection reset."""
         closed = False
         try:
             await asyncio.wait_for(
-                self.transport.close(CLOSE_TOO_SLOW, "Reader too slow"),
-                self.limits.slow_reader_grace_seconds,
+                self.transport.close(code, reason), self.limits.slow_reader_grace_seconds
             )
             closed = True
         except (TimeoutError, ConnectionError, RuntimeError) as e:
-            log.info("session %s: the 4008 close was not taken (%r)", self.remote, e)
+            log.info("session %s: the %d close was not taken (%r)", self.remote, code, e)
         finally:
             # Also when cancelled (the session closing, which cancels the writer that shares
             # aiohttp's drain wait with this close). A graceful close would wait for the reader.
@@ -310,6 +318,8 @@ class Session:
     def login(self, credentials: Credentials) -> None:
         self.credentials = credentials
         self.state = State.AUTHENTICATED
+        if self.on_login is not None:
+            self.on_login()
         # Subscriptions made as another identity must not outlive it.
         for sub_id in list(self.subscriptions):
             self.unsubscribe(sub_id)

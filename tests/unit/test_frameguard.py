@@ -4,7 +4,6 @@ counted across fragments, and the limit that applies when each header arrives.""
 from __future__ import annotations
 
 import itertools
-import struct
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -17,20 +16,13 @@ from middlewared.http.frameguard import (
     FrameGuard,
     Violation,
 )
+from tests.rawws import ws_frame
 
 TEXT, CONT, CLOSE, PING = 1, 0, 8, 9
 
 
 def frame(size: int, opcode: int = TEXT, *, fin: bool = True, masked: bool = True) -> bytes:
-    first = (0x80 if fin else 0) | opcode
-    mask = 0x80 if masked else 0
-    if size < 126:
-        head = struct.pack("!BB", first, mask | size)
-    elif size < 65536:
-        head = struct.pack("!BBH", first, mask | 126, size)
-    else:
-        head = struct.pack("!BBQ", first, mask | 127, size)
-    return head + (b"\x01\x02\x03\x04" if masked else b"") + b"p" * size
+    return ws_frame(b"p" * size, opcode, fin=fin, masked=masked)
 
 
 def feed(guard: FrameGuard, data: bytes, cuts: list[int]) -> list[Violation | None]:
