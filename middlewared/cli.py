@@ -149,7 +149,8 @@ def _connection_options(p: argparse.ArgumentParser) -> None:
         type=int,
         default=ConnectionLimits.fd_reserve,
         help="file descriptors kept for logged-in work: new connections are dropped while "
-        "fewer would remain under the open-files limit (ulimit -n) (default: %(default)s)",
+        "fewer would remain under the open-files limit (ulimit -n); 0: none kept "
+        "(default: %(default)s)",
     )
 
 

@@ -38,7 +38,7 @@ class ConnectionLimits:
     max_unauthenticated: int = 1024
     max_unauthenticated_per_address: int = 256
     # File descriptors kept for logged-in work: new connections are dropped at once while
-    # fewer than this many would remain under RLIMIT_NOFILE.
+    # fewer than this many would remain under RLIMIT_NOFILE (0: none kept).
     fd_reserve: int = 128
 
 

@@ -55,7 +55,8 @@ class FdBudget:
 
     def __init__(self, reserve: int) -> None:
         self.reserve = reserve
-        self.limit = _soft_limit()
+        # No reserve: connections are accepted until the system refuses them (EMFILE).
+        self.limit = _soft_limit() if reserve > 0 else None
         counted = count_open()
         self._open = counted or 0
         self._counted_at = time.monotonic()
@@ -83,7 +84,7 @@ class FdBudget:
         return self.limit is None or self._open + self.reserve <= self.limit
 
     def _recount(self, now: float) -> None:
-        self.limit = _soft_limit()
+        self.limit = _soft_limit()  # it can be changed while we run (prlimit)
         self._open = count_open() or self._open
         self._counted_at = now
 

@@ -22,6 +22,8 @@ from middlewared.ws.session import Session
 log = logging.getLogger(__name__)
 
 GOING_AWAY = 1001
+# Connections the kernel holds for us before we accept them (aiohttp's TCPSite default).
+LISTEN_BACKLOG = 128
 
 
 @web.middleware
@@ -112,7 +114,7 @@ async def serve(middleware: Middleware) -> None:
     # Our own listener rather than aiohttp's site: each accepted socket goes through admission
     # before aiohttp's protocol (web.Server is a protocol factory) sees it.
     listener = await loop.create_server(
-        admission.protocol, config.host, config.port, reuse_address=True
+        admission.protocol, config.host, config.port, reuse_address=True, backlog=LISTEN_BACKLOG
     )
     port = int(listener.sockets[0].getsockname()[1])
     print(f"middlewared listening on http://{config.host}:{port}", flush=True)
