@@ -11,7 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from middlewared import __version__
-from middlewared.config import Limits, LoginThrottle, Retention, ServerConfig, TransferLimits
+from middlewared.config import (
+    ConnectionLimits,
+    Limits,
+    LoginThrottle,
+    Retention,
+    ServerConfig,
+    TransferLimits,
+)
 from middlewared.errors import MiddlewareError
 
 log = logging.getLogger("middlewared")
@@ -58,9 +65,18 @@ def parser() -> argparse.ArgumentParser:
         default="full",
         help="full: fsync every group commit; normal: survive crashes, not power loss",
     )
-    p.add_argument("--max-frame", type=int, default=Limits.max_frame)
     p.add_argument(
-        "--max-frame-unauthenticated", type=int, default=Limits.max_frame_unauthenticated
+        "--max-frame",
+        type=int,
+        default=Limits.max_frame,
+        help="bytes; a WebSocket message larger than this (all its fragments) closes the "
+        "connection with 1009, checked as frames arrive (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-frame-unauthenticated",
+        type=int,
+        default=Limits.max_frame_unauthenticated,
+        help="bytes; the same before login (default: %(default)s)",
     )
     p.add_argument("--max-inflight", type=int, default=Limits.max_inflight)
     p.add_argument("--max-pending-events", type=int, default=Limits.max_pending_events)
@@ -143,7 +159,47 @@ def parser() -> argparse.ArgumentParser:
         default=TransferLimits.download_keep_seconds,
         help="seconds buffered output is kept after its job ends",
     )
+    _connection_options(p)
     return p
+
+
+def _connection_options(p: argparse.ArgumentParser) -> None:
+    """Limits on connections that have not logged in."""
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=ConnectionLimits.header_timeout_seconds,
+        help="seconds an HTTP request has to send all its headers, and a keep-alive "
+        "connection may idle between requests, before it is dropped (default: %(default)s)",
+    )
+    p.add_argument(
+        "--login-timeout",
+        type=float,
+        default=ConnectionLimits.login_timeout_seconds,
+        help="seconds a WebSocket has to log in before it is closed with 4001 "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-unauthenticated",
+        type=int,
+        default=ConnectionLimits.max_unauthenticated,
+        help="connections not logged in (waiting for headers, or WebSockets before login); "
+        "past it new connections get 503 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-unauthenticated-per-address",
+        type=int,
+        default=ConnectionLimits.max_unauthenticated_per_address,
+        help="the same from one client address, an IPv6 /64 counting as one (default: %(default)s)",
+    )
+    p.add_argument(
+        "--fd-reserve",
+        type=int,
+        default=ConnectionLimits.fd_reserve,
+        help="file descriptors kept for logged-in work: new connections are dropped while "
+        "fewer would remain under the open-files limit (ulimit -n); 0: none kept "
+        "(default: %(default)s)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -180,6 +236,13 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             args.download_start_timeout,
             args.download_keep,
             args.upload_idle_timeout,
+        ),
+        connections=ConnectionLimits(
+            header_timeout_seconds=args.header_timeout,
+            login_timeout_seconds=args.login_timeout,
+            max_unauthenticated=args.max_unauthenticated,
+            max_unauthenticated_per_address=args.max_unauthenticated_per_address,
+            fd_reserve=args.fd_reserve,
         ),
     )
 

@@ -36,6 +36,25 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class ConnectionLimits:
+    """Connections that have not logged in: deadlines and caps, so that they cannot starve
+    logged-in work of sockets and file descriptors."""
+
+    # An HTTP request whose headers are not all in within this is dropped; also how long a
+    # keep-alive connection may sit idle between requests.
+    header_timeout_seconds: float = 10.0
+    # A WebSocket not logged in within this is closed with 4001 ("Login timeout").
+    login_timeout_seconds: float = 60.0
+    # Connections not logged in (waiting for request headers, or WebSockets before login), in
+    # all and per client address (IPv6: per /64); past either, new ones get 503.
+    max_unauthenticated: int = 1024
+    max_unauthenticated_per_address: int = 256
+    # File descriptors kept for logged-in work: new connections are dropped at once while
+    # fewer than this many would remain under RLIMIT_NOFILE (0: none kept).
+    fd_reserve: int = 128
+
+
+@dataclass(frozen=True)
 class Retention:
     """How long finished jobs are kept."""
 
@@ -81,6 +100,7 @@ class ServerConfig:
     retention: Retention = field(default_factory=Retention)
     login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
     transfers: TransferLimits = field(default_factory=TransferLimits)
+    connections: ConnectionLimits = field(default_factory=ConnectionLimits)
     # "full": fsync each group commit (survives power loss); "normal": survives a crash.
     durability: str = "full"
     # Seconds given to running jobs to end on SIGTERM before they are aborted.

@@ -52,12 +52,16 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., ServerProc]]:
     """Start servers of the test's own (extra command-line args allowed); killed at the end."""
     started: list[ServerProc] = []
 
-    def make(*args: str, data_dir: Path | None = None) -> ServerProc:
+    def make(
+        *args: str, data_dir: Path | None = None, preexec: Callable[[], None] | None = None
+    ) -> ServerProc:
         data = data_dir or tmp_path / f"data{len(started)}"
         files = data / "files"
         files.mkdir(parents=True, exist_ok=True)
         proc = ServerProc(
-            data_dir=data, args=["--fs-root", str(files), "--plugins-dir", str(PLUGINS), *args]
+            data_dir=data,
+            args=["--fs-root", str(files), "--plugins-dir", str(PLUGINS), *args],
+            preexec=preexec,
         )
         started.append(proc)
         return proc.start()

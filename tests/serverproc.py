@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,8 @@ class ServerProc:
     process: subprocess.Popen[str] | None = None
     output: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    # Run in the child before the server starts (e.g. to lower its RLIMIT_NOFILE).
+    preexec: Callable[[], None] | None = None
     _drainer: threading.Thread | None = None
 
     @property
@@ -51,6 +54,7 @@ class ServerProc:
             text=True,
             env=env,
             start_new_session=True,
+            preexec_fn=self.preexec,
         )
         ready = threading.Event()
         self._drainer = threading.Thread(

@@ -5,5 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from middlewared.app import Middleware
+from middlewared.http.admission import Admission
 
 MIDDLEWARE = web.AppKey("middleware", Middleware)
+ADMISSION = web.AppKey("admission", Admission)

@@ -11,8 +11,10 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from middlewared.app import Middleware
+from middlewared.http.admission import Admission
 from middlewared.http.download import download_handler
-from middlewared.http.keys import MIDDLEWARE
+from middlewared.http.fds import throttle_accept_errors
+from middlewared.http.keys import ADMISSION, MIDDLEWARE
 from middlewared.http.routes import mount_route
 from middlewared.http.upload import upload_handler
 from middlewared.http.websocket import websocket_handler
@@ -21,6 +23,8 @@ from middlewared.ws.session import Session
 log = logging.getLogger(__name__)
 
 GOING_AWAY = 1001
+# Connections the kernel holds for us before we accept them (aiohttp's TCPSite default).
+LISTEN_BACKLOG = 128
 
 
 @web.middleware
@@ -57,10 +61,24 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return web.json_response({"error": "Internal error", "status": 500}, status=500)
 
 
-def build_app(middleware: Middleware) -> web.Application:
+def admission_middleware(admission: Admission) -> Any:
+    @web.middleware
+    async def request_started(request: web.Request, handler: Any) -> web.StreamResponse:
+        """The request's headers are in: the connection leaves the header deadline."""
+        admission.request_started(request.transport)
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return request_started
+
+
+def build_app(middleware: Middleware, admission: Admission) -> web.Application:
     """The API's own routes, then those the plugins declared (routes as data)."""
-    app = web.Application(middlewares=[json_errors], client_max_size=1024**2)
+    app = web.Application(
+        middlewares=[admission_middleware(admission), json_errors], client_max_size=1024**2
+    )
     app[MIDDLEWARE] = middleware
+    app[ADMISSION] = admission
     app.router.add_get("/api/current", websocket_handler)
     app.router.add_post("/_upload", upload_handler)
     app.router.add_post("/_upload/", upload_handler)
@@ -73,17 +91,37 @@ def build_app(middleware: Middleware) -> web.Application:
 async def serve(middleware: Middleware) -> None:
     """Start, print where we listen, run until SIGTERM/SIGINT, then stop gracefully."""
     await middleware.start()
-    app = build_app(middleware)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
-    await runner.setup()
     config = middleware.config
-    site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
-    await site.start()
-    port = _bound_port(site) or config.port
+    limits = config.connections
+    runner: web.AppRunner | None = None
+
+    def handlers() -> asyncio.Protocol:
+        assert runner is not None and runner.server is not None
+        return runner.server()
+
+    admission = Admission(limits, handlers)
+    app = build_app(middleware, admission)
+    # Past its first request, a connection's next headers must come within the header
+    # timeout too: aiohttp's keep-alive timeout is that deadline.
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=5.0,
+        keepalive_timeout=limits.header_timeout_seconds,
+    )
+    await runner.setup()
+    loop = asyncio.get_running_loop()
+    throttle_accept_errors(loop, admission.recurring)
+    # Our own listener rather than aiohttp's site: each accepted socket goes through admission
+    # before aiohttp's protocol (web.Server is a protocol factory) sees it.
+    listener = await loop.create_server(
+        admission.protocol, config.host, config.port, reuse_address=True, backlog=LISTEN_BACKLOG
+    )
+    port = int(listener.sockets[0].getsockname()[1])
     print(f"middlewared listening on http://{config.host}:{port}", flush=True)
     log.info("listening on %s:%d, data dir %s", config.host, port, config.data_dir)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
@@ -92,18 +130,10 @@ async def serve(middleware: Middleware) -> None:
         log.info("shutting down")
         # Jobs end (or are aborted) while their callers are still connected to hear it.
         await middleware.stop()
-        await site.stop()
+        listener.close()
         sessions: set[Session] = set(middleware.sessions)
         await asyncio.gather(
             *(s.transport.close(GOING_AWAY, "Server shutting down") for s in list(sessions)),
             return_exceptions=True,
         )
         await runner.cleanup()
-
-
-def _bound_port(site: web.TCPSite) -> int | None:
-    server = site._server  # aiohttp exposes no public accessor for the bound socket
-    sockets = getattr(server, "sockets", None) or []
-    for sock in sockets:
-        return int(sock.getsockname()[1])
-    return None

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import warnings
+from collections.abc import Callable
 
 from aiohttp import WSMsgType, web
 
 from middlewared.app import Middleware
-from middlewared.http.keys import MIDDLEWARE
+from middlewared.http.aiohttp_private import GuardedWebSocketResponse
+from middlewared.http.frameguard import FixedLimit, FrameGuard
+from middlewared.http.keys import ADMISSION, MIDDLEWARE
 from middlewared.http.wsframes import text_frame
 from middlewared.ws.session import Session
 
 log = logging.getLogger(__name__)
+
+# Documented: the connection did not log in within --login-timeout.
+CLOSE_LOGIN_TIMEOUT = 4001
 
 
 # Several frames go out in one vectored write; past this many buffered bytes the writer
@@ -60,13 +67,17 @@ def client_address(request: web.Request) -> str:
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     app: Middleware = request.app[MIDDLEWARE]
     limits = app.config.limits
-    # aiohttp enforces the larger (after-login) limit and closes with 1009 past it;
-    # the session enforces the smaller one before login.
-    ws = web.WebSocketResponse(
-        max_msg_size=limits.max_frame + 1, heartbeat=None, compress=False, timeout=2.0
+    # The guard enforces masking and the frame limit that applies now (smaller before login)
+    # while frames arrive; aiohttp's own limit, the larger one, stays as a backstop.
+    guard = FrameGuard(FixedLimit(limits.max_frame_unauthenticated))
+    ws = GuardedWebSocketResponse(
+        guard, max_msg_size=limits.max_frame + 1, heartbeat=None, compress=False, timeout=2.0
     )
     await ws.prepare(request)
     session = Session(app, AiohttpTransport(ws, request), client_address(request))
+    guard.source = session
+    closing: list[asyncio.Task[None]] = []
+    settle = _login_deadline(request, session, closing)
     session.start()
     try:
         async for msg in ws:
@@ -78,5 +89,23 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
                 log.info("session %s: %s", session.remote, ws.exception())
                 break
     finally:
+        settle()
+        await asyncio.gather(*closing, return_exceptions=True)
         await session.close()
     return ws
+
+
+def _login_deadline(
+    request: web.Request, session: Session, closing: list[asyncio.Task[None]]
+) -> Callable[[], None]:
+    """Close the session with 4001 unless it logs in within --login-timeout; returns what to
+    call once it has logged in or ended."""
+
+    def late() -> None:
+        closing.append(
+            asyncio.create_task(session.close_within(CLOSE_LOGIN_TIMEOUT, "Login timeout"))
+        )
+
+    settle = request.app[ADMISSION].await_login(request.transport, late)
+    session.on_login = settle
+    return settle

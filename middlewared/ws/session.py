@@ -9,6 +9,7 @@ import errno
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -103,6 +104,9 @@ class Session:
         self._sending = 0
         self.limits = app.config.limits
         self.quota = JobQuota(self.limits.max_live_jobs_per_connection)
+        # Set by the HTTP layer: lifts the login deadline and caps of a connection not
+        # logged in yet.
+        self.on_login: Callable[[], None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -291,15 +295,19 @@ class Session:
         # The writer is not cancelled: it may be waiting for the socket to drain, and
         # aiohttp shares that wait with the close (cancelling one would cancel both). The
         # outbox is closed, so it stops after the frame it holds.
+        await self.close_within(CLOSE_TOO_SLOW, "Reader too slow")
+
+    async def close_within(self, code: int, reason: str) -> None:
+        """Close with ``code``; a peer that does not take the close within the grace period
+        (--slow-reader-grace) has its connection reset."""
         closed = False
         try:
             await asyncio.wait_for(
-                self.transport.close(CLOSE_TOO_SLOW, "Reader too slow"),
-                self.limits.slow_reader_grace_seconds,
+                self.transport.close(code, reason), self.limits.slow_reader_grace_seconds
             )
             closed = True
         except (TimeoutError, ConnectionError, RuntimeError) as e:
-            log.info("session %s: the 4008 close was not taken (%r)", self.remote, e)
+            log.info("session %s: the %d close was not taken (%r)", self.remote, code, e)
         finally:
             # Also when cancelled (the session closing, which cancels the writer that shares
             # aiohttp's drain wait with this close). A graceful close would wait for the reader.
@@ -346,6 +354,8 @@ class Session:
         self.identity = identity
         self.credentials = creds
         self.state = State.AUTHENTICATED
+        if self.on_login is not None:
+            self.on_login()
         self._watch_expiry()
         return creds
 

@@ -8,8 +8,6 @@ counts are back to that baseline (a settle loop on an observable, never a fixed 
 
 from __future__ import annotations
 
-import base64
-import itertools
 import json
 import os
 import shutil
@@ -29,6 +27,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from tests.multipart import upload_start
+from tests.rawws import RawWs, close_code, request_frame, ws_frame
 from tests.rpcsync import ENDED, POLL, TIMEOUT, Rpc, wait_ended, wait_for
 from tests.serverproc import ServerProc
 
@@ -80,109 +79,6 @@ class Watcher:
     def close(self) -> None:
         self.rpc.close()
         self._thread.join(10)
-
-
-def ws_frame(payload: bytes, opcode: int = 1) -> bytes:
-    """A masked client frame (a zero mask: the bytes go as they are)."""
-    n = len(payload)
-    if n < 126:
-        head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
-    elif n < 65536:
-        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
-    else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
-    return head + b"\0\0\0\0" + payload
-
-
-def request_frame(msg_id: int, method: str, *params: Any) -> bytes:
-    body = {"jsonrpc": "2.0", "id": msg_id, "method": method, "params": list(params)}
-    return ws_frame(json.dumps(body).encode())
-
-
-class RawWs:
-    """A WebSocket client on a bare socket: it reads only when told to, so it can sit on
-    unread data (with a small receive buffer) or vanish at any byte."""
-
-    def __init__(self, srv: ServerProc, rcvbuf: int | None = None) -> None:
-        self.srv = srv
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf is not None:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.settimeout(TIMEOUT)
-        self.sock.connect((srv.host, srv.port))
-        self.buf = b""
-        self.ids = itertools.count(1)
-        self.received = 0
-
-    def upgrade_request(self) -> bytes:
-        key = base64.b64encode(os.urandom(16)).decode()
-        return (
-            f"GET /api/current HTTP/1.1\r\nHost: {self.srv.host}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-
-    def handshake(self) -> RawWs:
-        self.sock.sendall(self.upgrade_request())
-        while b"\r\n\r\n" not in self.buf:
-            self._fill()
-        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 101"), head
-        return self
-
-    def _fill(self) -> None:
-        chunk = self.sock.recv(256 * 1024)
-        if not chunk:
-            raise EOFError("the server closed the connection")
-        self.received += len(chunk)
-        self.buf += chunk
-
-    def _take(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            self._fill()
-        data, self.buf = self.buf[:n], self.buf[n:]
-        return data
-
-    def read_frame(self) -> tuple[int, bytes]:
-        """(opcode, payload) of the next server frame (the server does not fragment)."""
-        b0, b1 = self._take(2)
-        n = b1 & 0x7F
-        if n == 126:
-            (n,) = struct.unpack("!H", self._take(2))
-        elif n == 127:
-            (n,) = struct.unpack("!Q", self._take(8))
-        return b0 & 0x0F, self._take(n)
-
-    def send(self, msg_id: int, method: str, *params: Any) -> int:
-        self.sock.sendall(request_frame(msg_id, method, *params))
-        return msg_id
-
-    def call(self, method: str, *params: Any) -> int:
-        return self.send(next(self.ids), method, *params)
-
-    def reply(self, msg_id: int) -> dict[str, Any]:
-        while True:
-            opcode, payload = self.read_frame()
-            if opcode == 8:
-                raise EOFError(f"closed: {close_code(payload)}")
-            msg = json.loads(payload)
-            if isinstance(msg, dict) and msg.get("id") == msg_id:
-                return msg
-
-    def login(self, password: str) -> RawWs:
-        assert self.reply(self.call("auth.login", "root", password))["result"] is True
-        return self
-
-    def reset(self) -> None:
-        """Vanish with a TCP reset (SO_LINGER 0), as a killed client does."""
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.sock.close()
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def close_code(payload: bytes) -> int | None:
-    return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
 
 
 def drain(raw: RawWs, done: Callable[[dict[str, Any]], bool], timeout: float = TIMEOUT) -> int:
