@@ -80,7 +80,9 @@ async def test_a_deleted_users_token_cannot_mint_a_token(server: ServerProc) -> 
             assert await c.call("auth.login_with_token", token) is False
 
 
-async def test_demoting_an_admin_narrows_the_open_session(server: ServerProc) -> None:
+async def test_demoting_an_admin_narrows_the_open_session(make_server: Any) -> None:
+    # A server of its own: administrators made here must not change who else is one.
+    server = make_server()
     boss = name("boss")
     async with raw(server.ws_url, "root", server.password) as admin:
         uid = await make_user(admin, boss, admin=True)
@@ -132,7 +134,8 @@ async def test_a_deleted_key_stops_its_session_http_and_downloads(
         assert code == 401, body  # the token died with its key
 
 
-async def test_keys_tokens_and_jobs_follow_the_user_id_not_the_name(server: ServerProc) -> None:
+async def test_keys_tokens_and_jobs_follow_the_user_id_not_the_name(make_server: Any) -> None:
+    server = make_server()
     alice = name("al")
     async with raw(server.ws_url, "root", server.password) as admin:
         uid = await make_user(admin, alice, allowlist=["test.*"])
