@@ -12,7 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from middlewared import __version__
-from middlewared.config import Limits, LoginThrottle, Retention, ServerConfig, Transfers
+from middlewared.config import (
+    Limits,
+    LoginThrottle,
+    QueryLimits,
+    Retention,
+    ServerConfig,
+    Transfers,
+)
 from middlewared.errors import MiddlewareError
 
 log = logging.getLogger("middlewared")
@@ -95,7 +102,40 @@ def parser() -> argparse.ArgumentParser:
         default=Transfers.download_keep_seconds,
         help="seconds buffered output is kept after its job ends",
     )
+    _query_options(p)
     return p
+
+
+def _query_options(p: argparse.ArgumentParser) -> None:
+    q = QueryLimits
+    p.add_argument(
+        "--max-query-conditions",
+        type=int,
+        default=q.max_conditions,
+        help="conditions one query filter may hold, inside ORs too (default %(default)s); "
+        "past it: -32602",
+    )
+    p.add_argument(
+        "--query-regex-budget",
+        type=float,
+        default=q.regex_seconds,
+        help="seconds all the ~ conditions of one query may spend matching, together "
+        "(default %(default)s); past it: -32602",
+    )
+    p.add_argument(
+        "--query-timeout",
+        type=float,
+        default=q.timeout_seconds,
+        help="seconds one core.get_jobs may spend reading the store (default %(default)s); "
+        "past it: -32001 ETIMEDOUT",
+    )
+    p.add_argument(
+        "--query-max-rows",
+        type=int,
+        default=q.max_rows,
+        help="stored jobs one query may hold in memory: its answer, and rows it sorts in "
+        "Python (default %(default)s); past it: -32602 (page with limit or a cursor)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -123,6 +163,12 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             args.download_start_timeout,
             args.download_keep,
             args.upload_idle_timeout,
+        ),
+        query=QueryLimits(
+            max_conditions=args.max_query_conditions,
+            regex_seconds=args.query_regex_budget,
+            timeout_seconds=args.query_timeout,
+            max_rows=args.query_max_rows,
         ),
     )
 
