@@ -16,7 +16,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from middlewared import jsonc
-from middlewared.query import SQLITE, Column, Fields, compile_filter, parse_filters, parse_options
+from middlewared.query import (
+    SQLITE,
+    Column,
+    Fields,
+    compile_filter,
+    parse_filters,
+    parse_options,
+    query,
+)
 from middlewared.query.bounded_regex import literal_prefix
 from middlewared.query.cursor import order_values
 from middlewared.query.filters import BASE_OPS
@@ -245,3 +253,16 @@ def test_a_regex_narrows_sql_by_its_literal_head() -> None:
         assert literal_prefix(pattern) == prefix, pattern
     where, residual = compile_filter(parse_filters([["a", "~", "nomatch"]]), FIELDS)
     assert "nomatch" in where.params and residual is not None
+
+
+def test_cursor_pages_in_python_walk_everything_once() -> None:
+    rows = [{"id": i, "v": v} for i, v in enumerate(KINDS_OF_VALUE)]
+    for order_by in ([], ["-v"], ["v", "-id"]):
+        expected = query(rows, [], {"order_by": order_by})
+        walked: list[Any] = []
+        cursor: bool | str = True
+        while cursor:
+            page = query(rows, [], {"order_by": order_by, "limit": 4, "cursor": cursor})
+            walked.extend(page["results"])
+            cursor = page["next_cursor"]
+        assert _ids(walked) == _ids(expected), order_by
