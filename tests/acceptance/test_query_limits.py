@@ -127,14 +127,14 @@ def test_a_query_past_its_time_budget_fails(make_server: Callable[..., ServerPro
     srv = _big_store(make_server, 20_000, "--query-timeout", "0.001")
     rpc, other = Rpc(srv.ws_url, srv.password), Rpc(srv.ws_url)
     try:
-        # Nothing matches: the scan would read every row.
-        filters = [["progress.description", "~", "no such text"]]
-        error = rpc.call("core.get_jobs", filters, {"limit": 20})["error"]
-        assert error["code"] == -32001, error
-        assert error["data"]["errname"] == "ETIMEDOUT"
-        assert "--query-timeout" in error["data"]["reason"], error
-        error = rpc.call("core.get_jobs", [["result", "=", "x"]], {"count": True})["error"]
-        assert error["data"]["errname"] == "ETIMEDOUT", error
+        # Nothing matches: every row would go through Python (the pattern has no literal
+        # head for SQL to narrow by), well past a millisecond.
+        for options in ({"limit": 20}, {"count": True}):
+            filters = [["credentials.type", "~", ".*no such text"]]
+            error = rpc.call("core.get_jobs", filters, options)["error"]
+            assert error["code"] == -32001, error
+            assert error["data"]["errname"] == "ETIMEDOUT"
+            assert "--query-timeout" in error["data"]["reason"], error
         assert other.result("core.ping") == "pong"
     finally:
         rpc.close()
