@@ -1,43 +1,47 @@
-"""The composition root: builds the store, bus, auth, job engine and dispatcher, and mounts
-the core services and the plugins."""
+"""The composition root: builds the store, bus, auth, job engine and call path, mounts the
+core services and the plugins, and starts them in order."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
-import importlib.util
 import logging
 import os
-import pkgutil
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from middlewared.auth.credentials import INTERNAL, CredentialKind, Credentials
+from middlewared import datadir
+from middlewared.auth.credentials import Credentials
 from middlewared.auth.directory import Directory
-from middlewared.auth.passwords import generate_password
+from middlewared.auth.passwords import HashPool, generate_password
 from middlewared.auth.ratelimit import LoginThrottler
 from middlewared.auth.tokens import TokenStore
+from middlewared.auth.visibility import Visibility
+from middlewared.calls import Calls, Methods
 from middlewared.config import ServerConfig
 from middlewared.context import CallContext
-from middlewared.events.bus import EventBus
+from middlewared.errors import PermissionDenied
+from middlewared.events.bus import Event, EventBus
 from middlewared.events.collections import Collection, Collections
+from middlewared.events.listeners import Listener
+from middlewared.jobs.engine import COLLECTION, JobEngine
+from middlewared.jobs.files import JobFiles
 from middlewared.jobs.job import Job
-from middlewared.jobs.manager import COLLECTION, JobManager
-from middlewared.jobs.store import JobStore
+from middlewared.jobs.recovery import recover
+from middlewared.jobs.store import JobStore, Purged
+from middlewared.plugins import PluginLoader
 from middlewared.registry import Registry
-from middlewared.rpc.dispatcher import Dispatcher
-from middlewared.store.snapshot import validate_and_upgrade
-from middlewared.store.sqlite import SQLiteStore
+from middlewared.routes import Route
+from middlewared.settings import Settings
+from middlewared.store import open_store
 from middlewared.transfers import Transfers
+
+if TYPE_CHECKING:
+    from middlewared.ws.session import Session
 
 log = logging.getLogger(__name__)
 
-CORE_SERVICES = ("core", "files", "auth", "users", "api_keys", "discover")
 # Retention while serving: jobs purged per batch (at most), and the pause between batches
 # (so at most 10,000 REMOVED events a second reach each subscriber).
 RETENTION_BATCH = 1000
@@ -49,66 +53,91 @@ class Middleware:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.store = SQLiteStore(config.db_path, config.durability)
+        self.store = open_store(config.store_url, durability=config.durability)
         self.bus = EventBus()
         self.collections = Collections()
-        self.directory = Directory(self.store)
+        self.hasher = HashPool(max_pending=config.login_throttle.max_hashing)
+        self.directory = Directory(self.store, self.hasher)
         self.tokens = TokenStore()
         self.throttle = LoginThrottler(config.login_throttle)
+        self.methods = Methods()
+        self.visibility = Visibility(self.methods.open_to_all)
         self.job_store = JobStore(self.store)
-        self.jobs = JobManager(self.job_store, self.bus, config.logs_dir, self._invoke_job)
-        self.dispatcher = Dispatcher(self, self.jobs)
+        self.job_files = JobFiles(config.logs_dir)
+        self.jobs = JobEngine(
+            self.job_store,
+            self.bus,
+            self.job_files,
+            self._invoke_job,
+            max_result_bytes=config.limits.max_result_bytes,
+        )
+        self.calls = Calls(self, self.methods, self.jobs, config.limits.max_live_jobs_per_user)
         self.transfers = Transfers(config, self.jobs)
+        self.settings = Settings(self.store)
+        self.plugins = PluginLoader(self)
         self.registries: list[Registry] = []
+        self.routes: list[Route] = []
+        self.sessions: set[Session] = set()
         self.started = time.time()
+        self._lock = datadir.DataDirLock(config.data_dir)
+        self._lifespans = contextlib.AsyncExitStack()
         self._retention_task: asyncio.Task[None] | None = None
-        # Set by the HTTP layer: how many WebSocket sessions are open.
-        self.session_count: Callable[[], int] = lambda: 0
+        self.directory.on_change(self._credentials_changed)
+        self.collections.add(Collection(COLLECTION, "Jobs: added, changed, removed", True))
 
     # -- mounting -----------------------------------------------------------------------
-    def mount(self, registry: Registry) -> None:
+    def mount(self, registry: Registry, trusted: bool | None = None) -> None:
+        """Mount a plugin's methods, settings, routes and collections."""
+        trusted = registry.trusted if trusted is None else trusted
         for spec in registry.methods.values():
-            self.dispatcher.mount(spec)
+            self.methods.mount(spec, trusted)
+        if registry.settings is not None:
+            self.settings.declare(registry.settings)
+        self.routes.extend(registry.routes)
+        for c in registry.collections:
+            self.collections.add(Collection(c.name, c.description, c.open_to_all))
         self.registries.append(registry)
 
     def load_plugins(self) -> None:
-        for name in CORE_SERVICES:
-            self._mount_module(importlib.import_module(f"middlewared.services.{name}"))
-        if self.config.builtin_plugins:
-            builtin = importlib.import_module("middlewared_plugins")
-            for info in pkgutil.iter_modules(builtin.__path__):
-                self._mount_module(importlib.import_module(f"middlewared_plugins.{info.name}"))
-        for folder in self.config.plugin_dirs:
-            for path in sorted(folder.glob("*.py")):
-                self._mount_module(_load_file(path))
-        self.collections.add(Collection(COLLECTION, "Jobs: added, changed, removed", True))
-
-    def _mount_module(self, module: ModuleType) -> None:
-        found = getattr(module, "registries", None) or [getattr(module, "registry", None)]
-        for registry in found:
-            if isinstance(registry, Registry):
-                self.mount(registry)
+        self.plugins.load_all()
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
-        self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.config.logs_dir.mkdir(parents=True, exist_ok=True)
-        for root in self.config.roots:
-            root.mkdir(parents=True, exist_ok=True)
+        """Start in order: the data dir (locked, private), the store, users, the plugins'
+        lifespans, then the jobs the last run left pending. Sockets open after this."""
+        config = self.config
+        datadir.prepare(config.data_dir)
+        self._lock.acquire()
+        try:
+            await self._start()
+        except BaseException:
+            await self._lifespans.aclose()
+            self._lock.release()
+            raise
+
+    async def _start(self) -> None:
+        config = self.config
+        config.logs_dir.mkdir(mode=0o700, exist_ok=True)
         self.transfers.prepare()
+        await asyncio.to_thread(
+            datadir.tighten, config.data_dir, [config.logs_dir, config.spool_dir]
+        )
+        for root in config.roots:
+            root.mkdir(parents=True, exist_ok=True)
         await self.store.open()
         await self.directory.load()
         await self._ensure_root()
-        self.load_plugins()
-        count = await self.jobs.recover(
-            self.dispatcher.lookup,
-            lambda name: self.directory.credentials_for(name, CredentialKind.INTERNAL),
-        )
+        if not self.registries:
+            self.load_plugins()
+        await self.settings.load()
+        for registry in self.registries:
+            for lifespan in registry.lifespans:
+                await self._lifespans.enter_async_context(lifespan(self))
+        for listener in self.bus.listeners:
+            listener.start()
+        count = await recover(self.jobs, self.methods.lookup, self.directory.resolve)
         if count:
             log.warning("%d jobs were pending when the server last stopped", count)
-        for registry in self.registries:
-            for hook in registry.startup_hooks:
-                await _maybe_await(hook(self))
         # Retention runs beside serving, its first pass at once: start-up does not wait for it.
         self._retention_task = asyncio.create_task(self._retention_loop(), name="retention")
 
@@ -119,10 +148,12 @@ class Middleware:
                 await self._retention_task
         await self.jobs.shutdown(self.config.shutdown_grace_seconds)
         self.transfers.close()
-        for registry in reversed(self.registries):
-            for hook in registry.shutdown_hooks:
-                await _maybe_await(hook(self))
+        for listener in self.bus.listeners:
+            await listener.stop()
+        await self._lifespans.aclose()
         await self.store.close()
+        self.hasher.close()
+        self._lock.release()
 
     async def _ensure_root(self) -> None:
         """On an empty store, create the admin ``root``: its password comes from
@@ -145,6 +176,34 @@ class Middleware:
             print(f"Created user root with password {password} (also in {path})", flush=True)
         else:
             print("Created user root with the password from MIDDLEWARED_ROOT_PASSWORD", flush=True)
+
+    def _credentials_changed(self) -> None:
+        """A user or key changed: every session and token takes it into account now."""
+        for session in list(self.sessions):
+            session.refresh()
+        self.tokens.revoke_unresolvable(self.directory.resolve)
+
+    # -- events ---------------------------------------------------------------------------
+    def publish(self, event: Event) -> None:
+        """Publish on a collection a plugin declared."""
+        if not self.collections.exists(event.collection):
+            raise ValueError(f"undeclared collection {event.collection!r}")
+        if self.bus.has_consumers(event.collection):
+            self.bus.publish(event)
+
+    def listen(self, listener: Listener) -> Listener:
+        """Add a first-class listener (started now if the server runs, else at start)."""
+        self.bus.add_listener(listener)
+        if self._retention_task is not None:
+            listener.start()
+        return listener
+
+    # -- settings -----------------------------------------------------------------------
+    def get_settings(self, namespace: str) -> dict[str, Any]:
+        return self.settings.get(namespace)
+
+    async def set_settings(self, namespace: str, values: dict[str, Any]) -> dict[str, Any]:
+        return await self.settings.update(namespace, values)
 
     # -- retention ----------------------------------------------------------------------
     async def _retention_loop(self) -> None:
@@ -173,17 +232,17 @@ class Middleware:
         while True:
             if total:
                 await asyncio.sleep(RETENTION_PAUSE_SECONDS)
-            limit = self._retention_batch()
-            ids = await self.job_store.expired_ids(before, policy.max_count, limit)
-            if not ids:
+            expired = await self.job_store.expired(
+                before, policy.max_count, self._retention_batch()
+            )
+            if not expired:
                 if total:
                     log.info("retention: %d finished jobs purged", total)
                 return total
-            await self.job_store.delete(ids)
-            for job_id in ids:
-                (self.config.logs_dir / f"{job_id}.log").unlink(missing_ok=True)
-            self.jobs.publish_removed(ids)
-            total += len(ids)
+            await self.job_store.delete([p.id for p in expired])
+            await asyncio.to_thread(_remove_files, self.job_files, expired)
+            self.jobs.events.publish_removed(expired)
+            total += len(expired)
 
     # -- snapshots (config.save / config.upload) ----------------------------------------
     async def backup(self, dest: Path) -> None:
@@ -193,47 +252,42 @@ class Middleware:
     async def restore(self, src: Path) -> int:
         """Validate the snapshot at ``src`` (a private copy), then take its users, API keys
         and settings; jobs here are kept. Returns the snapshot's schema version."""
-        version = await asyncio.to_thread(validate_and_upgrade, src)
-        await self.store.restore(src)
+        version = await self.store.restore(src)
         await self.directory.load()
+        await self.settings.load()
         await self.job_store.load_counter()
         log.warning("configuration restored from a snapshot (schema %d)", version)
         return version
 
     # -- calls --------------------------------------------------------------------------
-    async def call(
-        self,
-        method: str,
-        *params: Any,
-        credentials: Credentials | None = None,
-        job: Job | None = None,
-    ) -> Any:
-        """Call a method from inside the server, as ``credentials`` (default: internal)."""
-        return await self.dispatcher.call(
-            method, list(params), credentials or INTERNAL, private=True
+    async def call(self, method: str, *params: Any, credentials: Credentials) -> Any:
+        """Call a method from inside the server as ``credentials``: the one call path
+        applies (permissions, schema, redaction), private methods included."""
+        return await self.calls.call(
+            method, list(params), credentials, private=True, origin="internal"
         )
 
     async def _invoke_job(self, job: Job) -> Any:
-        spec = self.dispatcher.lookup(job.method)
-        if spec is None:
+        mounted = self.methods.get(job.method)
+        if mounted is None:
             raise RuntimeError(f"method {job.method} is no longer mounted")
+        identity = job.credentials.identity
+        creds = self.directory.resolve(identity) if identity is not None else None
+        if creds is None:
+            raise PermissionDenied("The credentials that started this job were revoked")
         ctx = CallContext(
-            self, job.credentials, None, job.message_ids[0] if job.message_ids else None
+            self,
+            creds,
+            None,
+            job.message_ids[0] if job.message_ids else None,
+            mounted.spec,
         )
-        return await spec.func(ctx, job, *job.arguments)
+        return await mounted.spec.func(ctx, job, *job.arguments)
+
+    def session_count(self) -> int:
+        return len(self.sessions)
 
 
-def _load_file(path: Path) -> ModuleType:
-    name = f"middlewared_user_plugins.{path.stem}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load plugin {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-async def _maybe_await(value: Any) -> None:
-    if asyncio.iscoroutine(value):
-        await value
+def _remove_files(files: JobFiles, expired: list[Purged]) -> None:
+    for purged in expired:
+        files.remove(purged.id)

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 import os
-import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +17,7 @@ from middlewared.config import (
     QueryLimits,
     Retention,
     ServerConfig,
-    Transfers,
+    TransferLimits,
 )
 from middlewared.errors import MiddlewareError
 
@@ -53,6 +52,12 @@ def parser() -> argparse.ArgumentParser:
         default=[],
         help="a folder of plugin modules to load besides the built-in ones",
     )
+    p.add_argument(
+        "--store",
+        default=None,
+        help="where jobs, users and settings are kept: sqlite:///PATH (default "
+        "<data-dir>/middlewared.db) or memory:// (nothing survives a restart)",
+    )
     p.add_argument("--log-level", default="INFO")
     p.add_argument(
         "--durability",
@@ -72,6 +77,49 @@ def parser() -> argparse.ArgumentParser:
         default=Limits.slow_reader_grace_seconds,
         help="seconds a reader past --max-pending-events has to take the 4008 close",
     )
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        default=Limits.max_batch,
+        help="calls in one batch frame; a larger batch is refused whole (-32600)",
+    )
+    p.add_argument(
+        "--max-subscriptions",
+        type=int,
+        default=Limits.max_subscriptions,
+        help="subscriptions one connection may hold",
+    )
+    p.add_argument(
+        "--max-live-jobs-per-connection",
+        type=int,
+        default=Limits.max_live_jobs_per_connection,
+        help="jobs not yet ended one connection may hold (EBUSY past it)",
+    )
+    p.add_argument(
+        "--max-live-jobs-per-user",
+        type=int,
+        default=Limits.max_live_jobs_per_user,
+        help="jobs not yet ended one user may hold over all connections (EBUSY past it)",
+    )
+    p.add_argument(
+        "--max-bulk-calls",
+        type=int,
+        default=Limits.max_bulk_calls,
+        help="calls in one core.bulk",
+    )
+    p.add_argument(
+        "--max-result-size",
+        type=int,
+        default=Limits.max_result_bytes,
+        help="bytes; a larger job result is kept beside the job (core.job_download_result) "
+        "instead of in its record",
+    )
+    p.add_argument(
+        "--max-login-hashing",
+        type=int,
+        default=LoginThrottle.max_hashing,
+        help="password checks in progress at once; past it logins get EBUSY",
+    )
     p.add_argument("--retention-days", type=float, default=Retention.max_age_seconds / 86400)
     p.add_argument("--retention-count", type=int, default=Retention.max_count)
     p.add_argument("--retention-interval", type=float, default=Retention.interval_seconds)
@@ -81,25 +129,25 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-upload-size",
         type=int,
-        default=Transfers.max_upload_bytes,
+        default=TransferLimits.max_upload_bytes,
         help="bytes; larger uploads get 413",
     )
     p.add_argument(
         "--download-start-timeout",
         type=float,
-        default=Transfers.download_start_seconds,
+        default=TransferLimits.download_start_seconds,
         help="seconds an unbuffered download has to start before its job is aborted",
     )
     p.add_argument(
         "--upload-idle-timeout",
         type=float,
-        default=Transfers.upload_idle_seconds,
+        default=TransferLimits.upload_idle_seconds,
         help="seconds an upload may send nothing before it is cut off (408)",
     )
     p.add_argument(
         "--download-keep",
         type=float,
-        default=Transfers.download_keep_seconds,
+        default=TransferLimits.download_keep_seconds,
         help="seconds buffered output is kept after its job ends",
     )
     _query_options(p)
@@ -145,20 +193,29 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         data_dir=args.data_dir.resolve(),
         fs_roots=tuple(args.fs_root),
         plugin_dirs=tuple(args.plugins_dir),
+        store=args.store,
         limits=Limits(
-            args.max_frame_unauthenticated,
-            args.max_frame,
-            args.max_inflight,
-            args.max_pending_events,
-            args.slow_reader_grace,
+            max_frame_unauthenticated=args.max_frame_unauthenticated,
+            max_frame=args.max_frame,
+            max_inflight=args.max_inflight,
+            max_pending_events=args.max_pending_events,
+            slow_reader_grace_seconds=args.slow_reader_grace,
+            max_batch=args.max_batch,
+            max_subscriptions=args.max_subscriptions,
+            max_live_jobs_per_connection=args.max_live_jobs_per_connection,
+            max_live_jobs_per_user=args.max_live_jobs_per_user,
+            max_bulk_calls=args.max_bulk_calls,
+            max_result_bytes=args.max_result_size,
         ),
         retention=Retention(
             args.retention_days * 86400, args.retention_count, args.retention_interval
         ),
-        login_throttle=LoginThrottle(args.login_max_failures, args.login_window),
+        login_throttle=LoginThrottle(
+            args.login_max_failures, args.login_window, args.max_login_hashing
+        ),
         durability=args.durability,
         shutdown_grace_seconds=args.shutdown_grace,
-        transfers=Transfers(
+        transfers=TransferLimits(
             args.max_upload_size,
             args.download_start_timeout,
             args.download_keep,
@@ -188,14 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(serve(Middleware(config)))
     except (OSError, MiddlewareError) as e:
+        # Store backends turn their own errors into MiddlewareErrors with the errno.
         print(f"middlewared: {e}", file=sys.stderr)
-        return 1
-    except sqlite3.Error as e:
-        from middlewared.store.faults import store_error
-
-        print(
-            f"middlewared: {store_error('Cannot use the store', e, args.data_dir)}", file=sys.stderr
-        )
         return 1
     return 0
 

@@ -21,6 +21,18 @@ class Limits:
     # Seconds a reader let go of has to take the 4008 close frame before its connection
     # is reset (the close waits behind what the socket already holds).
     slow_reader_grace_seconds: float = 10.0
+    # Calls in one batch frame; a larger batch is refused whole (-32600).
+    max_batch: int = 256
+    # Subscriptions one connection may hold.
+    max_subscriptions: int = 128
+    # Jobs not yet ended that one connection may hold (legacy_jobs calls return at once).
+    max_live_jobs_per_connection: int = 1000
+    # ... and one user, over all their connections and API keys.
+    max_live_jobs_per_user: int = 5000
+    # Calls in one core.bulk.
+    max_bulk_calls: int = 1000
+    # A job result larger than this (encoded) is kept beside the job, not in its record.
+    max_result_bytes: int = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -38,10 +50,13 @@ class LoginThrottle:
 
     max_failures: int = 5
     window_seconds: float = 60.0
+    # Password checks waiting or running at once (each costs ~30 ms and 16 MiB); past it a
+    # login is refused with EBUSY.
+    max_hashing: int = 64
 
 
 @dataclass(frozen=True)
-class Transfers:
+class TransferLimits:
     """File transfers in and out of jobs."""
 
     # Largest upload accepted (all files of one request); past it: 413.
@@ -80,16 +95,24 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
     retention: Retention = field(default_factory=Retention)
     login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
-    transfers: Transfers = field(default_factory=Transfers)
+    transfers: TransferLimits = field(default_factory=TransferLimits)
     query: QueryLimits = field(default_factory=QueryLimits)
     # "full": fsync each group commit (survives power loss); "normal": survives a crash.
     durability: str = "full"
     # Seconds given to running jobs to end on SIGTERM before they are aborted.
     shutdown_grace_seconds: float = 10.0
 
+    # Where the store lives: sqlite:///path (default: <data-dir>/middlewared.db),
+    # memory:// (nothing kept: tests and trials).
+    store: str | None = None
+
     @property
     def db_path(self) -> Path:
         return self.data_dir / "middlewared.db"
+
+    @property
+    def store_url(self) -> str:
+        return self.store or f"sqlite://{self.db_path.resolve()}"
 
     @property
     def logs_dir(self) -> Path:

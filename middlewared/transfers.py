@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from middlewared.config import ServerConfig
+from middlewared.jobs.engine import JobEngine
 from middlewared.jobs.job import Job
-from middlewared.jobs.manager import JobManager
 from middlewared.jobs.pipes import InputPipe, OutputPipe
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class Download:
 
 
 class Transfers:
-    def __init__(self, config: ServerConfig, jobs: JobManager) -> None:
+    def __init__(self, config: ServerConfig, jobs: JobEngine) -> None:
         self.config = config
         self.jobs = jobs
         self.downloads: dict[int, Download] = {}

@@ -12,7 +12,7 @@ from middlewared.context import CallContext
 from middlewared.errors import CallError, ValidationErrors
 from middlewared.jobs.job import Job
 from middlewared.jobs.pipes import CHUNK
-from middlewared.registry import JobOptions, Param, Registry
+from middlewared.registry import Access, JobOptions, Param, Registry
 
 registry = Registry("config", "Configuration backup and restore")
 
@@ -32,7 +32,7 @@ def _spool(ctx: CallContext, suffix: str) -> Path:
     ],
     returns={"type": "null"},
     job=JobOptions(pipes=frozenset({"output"}), description="Saving the configuration"),
-    admin_only=True,
+    access=Access.ADMIN,
 )
 async def save(ctx: CallContext, job: Job, options: dict[str, Any]) -> None:
     """Write a consistent online snapshot of the database to the output pipe.
@@ -63,7 +63,7 @@ async def save(ctx: CallContext, job: Job, options: dict[str, Any]) -> None:
         lock_queue_size=None,
         description="Restoring the configuration",
     ),
-    admin_only=True,
+    access=Access.ADMIN,
 )
 async def upload(ctx: CallContext, job: Job) -> dict[str, Any]:
     """Restore a database saved by ``config.save`` (upload it through ``POST /_upload``).

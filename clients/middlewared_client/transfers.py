@@ -113,7 +113,7 @@ class FilePayload(Payload):
         self, writer: AbstractStreamWriter, content_length: int | None
     ) -> None:
         remaining = self._source.size
-        with await asyncio.to_thread(self._source.path.open, "rb") as f:
+        with await _open_reading(self._source.path) as f:
             while remaining > 0:
                 chunk = await asyncio.to_thread(f.read, min(CHUNK, remaining))
                 if not chunk:
@@ -121,6 +121,26 @@ class FilePayload(Payload):
                 await writer.write(chunk)
                 remaining -= len(chunk)
                 self._progress.add(len(chunk))
+
+
+async def _open_reading(path: Path) -> BinaryIO:
+    """Open ``path`` off the event loop; a file opened for a cancelled caller (the server
+    answered before the body was sent) is closed, not leaked."""
+    opening: asyncio.Future[BinaryIO] = asyncio.ensure_future(asyncio.to_thread(_open, path))
+    try:
+        return await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        opening.add_done_callback(_close_opened)
+        raise
+
+
+def _open(path: Path) -> BinaryIO:
+    return path.open("rb")
+
+
+def _close_opened(opening: asyncio.Future[BinaryIO]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()
 
 
 def multipart(

@@ -1,4 +1,4 @@
-"""Who is calling: the credentials a session or a job carries, and their allow-list."""
+"""Who is calling: an identity held by ids, and the credentials it stands for right now."""
 
 from __future__ import annotations
 
@@ -21,26 +21,60 @@ def _matches(patterns: tuple[str, ...], method: str) -> bool:
     return any(fnmatch.fnmatchcase(method, p) for p in patterns)
 
 
-@dataclass(frozen=True)
+UNRESTRICTED = ("*",)
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What a session, a token or a job holds: ids, never a copy of rights.
+
+    It is turned into :class:`Credentials` by the directory at each use, so that locking,
+    demoting or deleting a user, changing an allow-list or deleting a key takes effect on
+    the next call, event and HTTP request. ``not_after`` (seconds since the epoch) is the
+    latest time a token minted from this identity may live to.
+    """
+
+    kind: CredentialKind
+    user_id: int | None
+    api_key_id: int | None = None
+    not_after: float | None = None
+
+
+INTERNAL_IDENTITY = Identity(CredentialKind.INTERNAL, None)
+
+
+@dataclass(frozen=True, slots=True)
 class Credentials:
-    """An authenticated identity. Admins may call anything; others only their allow-list."""
+    """An identity as it stands now. Admins may call anything; others only their allow-list;
+    an API key's own allow-list narrows either."""
 
     username: str
     admin: bool
     kind: CredentialKind
-    # Method patterns (fnmatch: ``archive.*``); for an API key, both its own and its user's apply.
+    # Method patterns (fnmatch: ``archive.*``).
     allowlist: tuple[str, ...] = ()
     key_allowlist: tuple[str, ...] | None = None
     api_key_id: int | None = None
+    user_id: int | None = None
+    identity: Identity | None = None
 
     def allows(self, method: str) -> bool:
         if self.key_allowlist is not None and not _matches(self.key_allowlist, method):
             return False
         return self.admin or _matches(self.allowlist, method)
 
-    def may_read(self, owner: str | None) -> bool:
-        """Whether this identity may see an object owned by ``owner`` (a job, an event)."""
-        return self.admin or owner is None or owner == self.username
+    @property
+    def full_admin(self) -> bool:
+        """An administrator whose rights no key narrows: sees every user's jobs and events."""
+        return self.admin and (self.key_allowlist is None or self.key_allowlist == UNRESTRICTED)
+
+    @property
+    def restricted_key(self) -> bool:
+        """Logged in with an API key whose allow-list narrows its user's rights."""
+        return self.key_allowlist is not None and self.key_allowlist != UNRESTRICTED
+
+    def owns(self, owner_id: int | None) -> bool:
+        return owner_id is not None and owner_id == self.user_id
 
     def record(self) -> dict[str, Any]:
         """As shown in a job's ``credentials`` and in ``auth.me``; never a secret."""
@@ -50,4 +84,6 @@ class Credentials:
         return {"type": self.kind.value, "data": data}
 
 
-INTERNAL = Credentials(username="root", admin=True, kind=CredentialKind.INTERNAL)
+INTERNAL = Credentials(
+    username="root", admin=True, kind=CredentialKind.INTERNAL, identity=INTERNAL_IDENTITY
+)

@@ -1,4 +1,5 @@
-"""Users and API keys: held in memory for fast checks, written through to the store."""
+"""Users and API keys: held in memory for fast checks, written through to the store, and
+the one place an identity is turned into the credentials it stands for now."""
 
 from __future__ import annotations
 
@@ -6,19 +7,19 @@ import errno
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from middlewared import jsonc
-from middlewared.auth.credentials import CredentialKind, Credentials
-from middlewared.auth.passwords import (
-    hash_key,
-    hash_password_async,
-    new_secret,
-    same_hash,
-    verify_password_async,
+from middlewared.auth.credentials import (
+    INTERNAL,
+    CredentialKind,
+    Credentials,
+    Identity,
 )
-from middlewared.errors import NotFound, ValidationErrors
+from middlewared.auth.passwords import HashPool, hash_key, new_secret, same_hash
+from middlewared.errors import CallError, NotFound, ValidationErrors
 from middlewared.store.base import Op, Store
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,11 @@ class User:
     locked: bool
     allowlist: tuple[str, ...]
     created: int
+
+    @property
+    def usable_admin(self) -> bool:
+        """An administrator who can log in with a password."""
+        return self.admin and not self.locked and self.password_hash is not None
 
     def record(self) -> dict[str, Any]:
         return {
@@ -67,27 +73,29 @@ class User:
 class ApiKey:
     id: int
     name: str
-    username: str
+    user_id: int | None
     key_hash: str
     allowlist: tuple[str, ...]
     created: int
     expires: int | None
 
-    def record(self) -> dict[str, Any]:
+    def record(self, username: str | None) -> dict[str, Any]:
         return {
             "id": self.id,
             "name": self.name,
-            "username": self.username,
+            "user_id": self.user_id,
+            "username": username,
             "allowlist": list(self.allowlist),
             "created": {"$date": self.created},
             "expires_at": None if self.expires is None else {"$date": self.expires},
         }
 
-    def row(self) -> dict[str, Any]:
+    def row(self, username: str) -> dict[str, Any]:
         return {
             "id": self.id,
             "name": self.name,
-            "username": self.username,
+            "username": username,
+            "user_id": self.user_id,
             "key_hash": self.key_hash,
             "allowlist": jsonc.dumps(list(self.allowlist)),
             "created": self.created,
@@ -99,13 +107,35 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class Directory:
-    """The users and API keys the server knows."""
+Changed = Callable[[], None]
 
-    def __init__(self, store: Store) -> None:
+
+class Directory:
+    """The users and API keys the server knows.
+
+    Every change (and every reload) calls the ``on_change`` listeners, which re-resolve the
+    identities they hold: that is how a revocation reaches open sessions, tokens and
+    subscriptions before their next call or event.
+    """
+
+    def __init__(self, store: Store, hasher: HashPool | None = None) -> None:
         self.store = store
+        self.hasher = hasher or HashPool()
         self.users: dict[int, User] = {}
         self.keys: dict[int, ApiKey] = {}
+        self._by_name: dict[str, User] = {}
+        self._listeners: list[Changed] = []
+
+    def on_change(self, listener: Changed) -> None:
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        self._by_name = {u.username: u for u in self.users.values()}
+        for listener in self._listeners:
+            try:
+                listener()
+            except Exception:
+                log.exception("a directory change listener failed")
 
     async def load(self) -> None:
         """(Re)load every user and key from the store."""
@@ -126,50 +156,73 @@ class Directory:
             self.keys[int(r["id"])] = ApiKey(
                 int(r["id"]),
                 r["name"],
-                r["username"],
+                None if r["user_id"] is None else int(r["user_id"]),
                 r["key_hash"],
                 tuple(jsonc.loads(r["allowlist"])),
                 int(r["created"]),
                 r["expires"],
             )
+        self._changed()
 
     def by_name(self, username: str) -> User | None:
-        return next((u for u in self.users.values() if u.username == username), None)
+        return self._by_name.get(username)
+
+    # -- identities -------------------------------------------------------------------
+    def resolve(self, identity: Identity) -> Credentials | None:
+        """The credentials ``identity`` stands for now; None when it was revoked (its user
+        deleted or locked, its key deleted or expired)."""
+        if identity.kind is CredentialKind.INTERNAL:
+            return INTERNAL
+        user = self.users.get(identity.user_id) if identity.user_id is not None else None
+        if user is None or user.locked:
+            return None
+        key_allowlist = None
+        if identity.api_key_id is not None:
+            key = self.keys.get(identity.api_key_id)
+            if key is None or key.user_id != user.id or _expired(key):
+                return None
+            key_allowlist = key.allowlist
+        return Credentials(
+            user.username,
+            user.admin,
+            identity.kind,
+            user.allowlist,
+            key_allowlist,
+            identity.api_key_id,
+            user.id,
+            identity,
+        )
+
+    def username_of(self, user_id: int | None) -> str | None:
+        user = self.users.get(user_id) if user_id is not None else None
+        return None if user is None else user.username
 
     # -- authentication -----------------------------------------------------------------
-    async def check_password(self, username: str, password: str) -> Credentials | None:
+    async def check_password(self, username: str, password: str) -> Identity | None:
         user = self.by_name(username)
         stored = user.password_hash if user is not None and not user.locked else None
-        if not await verify_password_async(password, stored) or user is None:
+        if not await self.hasher.verify(password, stored) or user is None:
             return None
-        return Credentials(user.username, user.admin, CredentialKind.LOGIN_PASSWORD, user.allowlist)
+        # The user may have been changed while the hash was being checked.
+        current = self.users.get(user.id)
+        if current is None or current.locked or current.password_hash != stored:
+            return None
+        return Identity(CredentialKind.LOGIN_PASSWORD, user.id)
 
-    def check_api_key(self, key: str, username: str | None = None) -> Credentials | None:
+    def check_api_key(self, key: str, username: str | None = None) -> Identity | None:
         m = API_KEY.match(key)
         if m is None:
             return None
         api_key = self.keys.get(int(m.group(1)))
         if api_key is None or not same_hash(api_key.key_hash, hash_key(m.group(2))):
             return None
-        if api_key.expires is not None and api_key.expires <= _now_ms():
+        if _expired(api_key):
             return None
-        user = self.by_name(api_key.username)
+        user = self.users.get(api_key.user_id) if api_key.user_id is not None else None
         if user is None or user.locked or (username is not None and username != user.username):
             return None
-        return Credentials(
-            user.username,
-            user.admin,
-            CredentialKind.API_KEY,
-            user.allowlist,
-            api_key.allowlist,
-            api_key.id,
-        )
-
-    def credentials_for(self, username: str, kind: CredentialKind) -> Credentials | None:
-        user = self.by_name(username)
-        if user is None or user.locked:
-            return None
-        return Credentials(user.username, user.admin, kind, user.allowlist)
+        not_after = None if api_key.expires is None else api_key.expires / 1000
+        return Identity(CredentialKind.API_KEY, user.id, api_key.id, not_after)
 
     # -- users --------------------------------------------------------------------------
     async def _next_id(self, name: str, current: dict[int, Any]) -> int:
@@ -184,16 +237,18 @@ class Directory:
             uid,
             data["username"],
             data.get("full_name", ""),
-            await hash_password_async(password) if password else None,
+            await self.hasher.hash(password) if password else None,
             bool(data.get("admin", False)),
             bool(data.get("locked", False)),
             tuple(data.get("allowlist", [])),
             _now_ms(),
         )
+        self._check_username(user.username, None)  # another may have taken it meanwhile
         await self.store.write(
             [Op("insert_user", user.row()), Op("raise_counter", {"name": "users", "value": uid})]
         )
         self.users[uid] = user
+        self._changed()
         log.info("user %d (%s) created", uid, user.username)
         return user
 
@@ -207,25 +262,39 @@ class Directory:
         if "allowlist" in data:
             changes["allowlist"] = tuple(data["allowlist"])
         if data.get("password"):
-            changes["password_hash"] = await hash_password_async(data["password"])
+            changes["password_hash"] = await self.hasher.hash(data["password"])
+        user = self._user(uid)  # as it is now, after the hash
         new = replace(user, **changes)
+        self._keep_an_admin(self.users, {**self.users, uid: new})
         await self.store.write([Op("update_user", new.row())])
         self.users[uid] = new
+        self._changed()
         log.info("user %d (%s) updated", uid, new.username)
         return new
 
     async def delete_user(self, uid: int) -> None:
         user = self._user(uid)
+        self._keep_an_admin(self.users, {k: v for k, v in self.users.items() if k != uid})
         await self.store.write(
-            [
-                Op("delete_user", {"id": uid}),
-                Op("delete_user_api_keys", {"username": user.username}),
-            ]
+            [Op("delete_user", {"id": uid}), Op("delete_user_api_keys", {"user_id": uid})]
         )
         del self.users[uid]
-        for key_id in [k.id for k in self.keys.values() if k.username == user.username]:
+        for key_id in [k.id for k in self.keys.values() if k.user_id == uid]:
             del self.keys[key_id]
+        self._changed()
         log.info("user %d (%s) deleted", uid, user.username)
+
+    @staticmethod
+    def _keep_an_admin(before: dict[int, User], after: dict[int, User]) -> None:
+        """Refuse a change that would leave no administrator able to log in (where there
+        was one: other changes stay possible on a store that has none)."""
+        had = any(u.usable_admin for u in before.values())
+        if had and not any(u.usable_admin for u in after.values()):
+            raise CallError(
+                "Refused: it would leave no administrator who can log in (the last "
+                "administrator cannot be deleted, locked, demoted or left without a password)",
+                errno.EPERM,
+            )
 
     def _user(self, uid: int) -> User:
         user = self.users.get(uid)
@@ -244,14 +313,15 @@ class Directory:
     async def create_key(self, data: dict[str, Any]) -> tuple[ApiKey, str]:
         """Returns the key and its secret form ``<id>-<secret>``, shown this once only."""
         username = data.get("username", "root")
-        if self.by_name(username) is None:
+        user = self.by_name(username)
+        if user is None:
             raise ValidationErrors([("username", "No such user", errno.ENOENT)])
         kid = await self._next_id("api_keys", self.keys)
         secret = new_secret(48).replace("-", "A").replace("_", "B")
         key = ApiKey(
             kid,
             data["name"],
-            username,
+            user.id,
             hash_key(secret),
             tuple(data.get("allowlist", ["*"])),
             _now_ms(),
@@ -259,12 +329,13 @@ class Directory:
         )
         await self.store.write(
             [
-                Op("insert_api_key", key.row()),
+                Op("insert_api_key", key.row(user.username)),
                 Op("raise_counter", {"name": "api_keys", "value": kid}),
             ]
         )
         self.keys[kid] = key
-        log.info("api key %d (%s) created for %s", kid, key.name, username)
+        self._changed()
+        log.info("api key %d (%s) created for user %d", kid, key.name, user.id)
         return key, f"{kid}-{secret}"
 
     async def update_key(self, kid: int, data: dict[str, Any]) -> ApiKey:
@@ -273,14 +344,17 @@ class Directory:
         if "allowlist" in data:
             changes["allowlist"] = tuple(data["allowlist"])
         new = replace(key, **changes)
-        await self.store.write([Op("update_api_key", new.row())])
+        await self.store.write([Op("update_api_key", new.row(""))])
         self.keys[kid] = new
+        self._changed()
+        log.info("api key %d updated", kid)
         return new
 
     async def delete_key(self, kid: int) -> None:
         self._key(kid)
         await self.store.write([Op("delete_api_key", {"id": kid})])
         del self.keys[kid]
+        self._changed()
         log.info("api key %d deleted", kid)
 
     def _key(self, kid: int) -> ApiKey:
@@ -288,3 +362,10 @@ class Directory:
         if key is None:
             raise NotFound(f"API key {kid} does not exist")
         return key
+
+    def key_record(self, key: ApiKey) -> dict[str, Any]:
+        return key.record(self.username_of(key.user_id))
+
+
+def _expired(key: ApiKey) -> bool:
+    return key.expires is not None and key.expires <= _now_ms()

@@ -1,12 +1,18 @@
-"""Password and API-key hashing (stdlib scrypt / SHA-256) and constant-time checks."""
+"""Password and API-key hashing (stdlib scrypt / SHA-256), constant-time checks, and the
+small bounded pool that password hashing runs in."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import hashlib
 import hmac
 import secrets
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from middlewared.errors import Busy
 
 # scrypt cost: about 30 ms here; run off the event loop.
 _N, _R, _P = 2**14, 8, 1
@@ -43,12 +49,39 @@ def verify_password(password: str, stored: str | None) -> bool:
     return hmac.compare_digest(actual, expected) and stored is not None
 
 
-async def verify_password_async(password: str, stored: str | None) -> bool:
-    return await asyncio.to_thread(verify_password, password, stored)
+class HashPool:
+    """Password hashing off the event loop, in threads of its own.
 
+    Not asyncio's default executor: that one serves file I/O too, and a flood of logins
+    (each scrypt costs about 30 ms and 16 MiB) must not delay an administrator's file
+    calls. At most ``max_pending`` hashes wait or run; past that a login is refused with
+    EBUSY at once instead of queueing without bound.
+    """
 
-async def hash_password_async(password: str) -> str:
-    return await asyncio.to_thread(hash_password, password)
+    def __init__(self, workers: int = 2, max_pending: int = 64) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hash")
+        self.max_pending = max_pending
+        self.pending = 0
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        if self.pending >= self.max_pending:
+            raise Busy("Too many logins in progress; try again shortly", errno.EBUSY)
+        self.pending += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        finally:
+            self.pending -= 1
+
+    async def verify(self, password: str, stored: str | None) -> bool:
+        result: bool = await self._run(verify_password, password, stored)
+        return result
+
+    async def hash(self, password: str) -> str:
+        result: str = await self._run(hash_password, password)
+        return result
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 def hash_key(secret: str) -> str:

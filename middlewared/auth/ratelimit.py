@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 
 from middlewared.config import LoginThrottle
+from middlewared.errors import Busy
 
 
 class LoginThrottler:
@@ -49,3 +51,22 @@ class LoginThrottler:
             if now - newest < self.policy.window_seconds:
                 break
             del self._failures[other]
+
+    def begin(self, address: str) -> float:
+        """A login attempt starts: refused (EBUSY) when the address failed too often, else
+        counted as a failure at once, before any password is checked, so that attempts made
+        concurrently cannot all be checked. ``succeeded`` takes the count back."""
+        if self.blocked(address):
+            wait = self.retry_after(address)
+            raise Busy(f"Too many failed logins from this address; retry in {wait:.0f} seconds")
+        self.failed(address)
+        return self._failures[address][-1]
+
+    def succeeded(self, address: str, ticket: float) -> None:
+        """The attempt begun with ``ticket`` logged in: it is not a failure."""
+        q = self._failures.get(address)
+        if q is not None:
+            with contextlib.suppress(ValueError):
+                q.remove(ticket)
+            if not q:
+                del self._failures[address]

@@ -1,13 +1,16 @@
-"""One in-process event bus that jobs, collections and (later) triggers publish to."""
+"""One in-process event bus that jobs, collections and plugins publish to; WebSocket
+subscriptions and first-class listeners consume it."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from middlewared import jsonc
+
+if TYPE_CHECKING:
+    from middlewared.events.listeners import Listener
 
 log = logging.getLogger(__name__)
 
@@ -19,18 +22,28 @@ ALL = "*"
 
 @dataclass(slots=True)
 class Event:
-    """One collection change. ``owner`` limits who may see it (None: every logged-in user)."""
+    """One collection change.
+
+    Who may see it: every logged-in identity when ``everyone``; otherwise full
+    administrators, and its owner (a user id) when the owner may see ``method`` (a job's
+    method: docs/security.md). An event with no owner and not for everyone is for full
+    administrators only.
+    """
 
     collection: str
     msg: str
     id: Any
     fields: dict[str, Any] | None = None
-    owner: str | None = None
+    owner: int | None = None
     # Fields only admins see (a job's formatted exception), merged over ``fields``.
     admin_fields: dict[str, Any] | None = None
     # The JSON of the fields as admins see them, when the publisher already has it (a job's
     # stored record): frames embed it instead of encoding the fields again.
     encoded_fields: str | None = None
+    method: str | None = None
+    everyone: bool = False
+    # The API key the object (a job) was made with: restricted keys see only their own.
+    owner_key: int | None = None
     _frames: dict[bool, str] = field(default_factory=dict)
 
     def params(self, admin: bool) -> dict[str, Any]:
@@ -67,35 +80,40 @@ class Event:
         return f'{head[:-2]},"fields":{self.encoded_fields}}}}}'
 
     def merged_after(self, older: Event) -> Event | None:
-        """What a reader that has not seen ``older`` yet should get instead of both."""
+        """What a reader that has not seen ``older`` yet should get instead of both
+        (None: neither, an object added and removed before it was read)."""
         if older.msg == ADDED and self.msg == REMOVED:
             return None
         if older.msg == ADDED and self.msg == CHANGED:
             return Event(
-                self.collection, ADDED, self.id, self.fields, self.owner, self.admin_fields
+                self.collection,
+                ADDED,
+                self.id,
+                self.fields,
+                self.owner,
+                self.admin_fields,
+                self.encoded_fields,
+                self.method,
+                self.everyone,
+                self.owner_key,
             )
         return self
 
 
 class Sink(Protocol):
-    """Where a subscription's events go (a WebSocket session's outbox)."""
+    """Where a subscription's events go (a WebSocket session), and who it is now."""
 
     def push_event(self, event: Event) -> None: ...
+
+    def may_see(self, event: Event) -> bool:
+        """Decided at each event from the sink's current credentials (revocation)."""
 
 
 @dataclass(eq=False)
 class Subscription:
     id: str
     collection: str
-    username: str
-    admin: bool
     sink: Sink
-
-    def may_see(self, event: Event) -> bool:
-        return self.admin or event.owner is None or event.owner == self.username
-
-
-Listener = Callable[[Event], None]
 
 
 class EventBus:
@@ -104,6 +122,7 @@ class EventBus:
     def __init__(self) -> None:
         self._subs: dict[str, set[Subscription]] = {}
         self._listeners: dict[str, list[Listener]] = {}
+        self.listeners: list[Listener] = []
 
     def subscribe(self, sub: Subscription) -> None:
         self._subs.setdefault(sub.collection, set()).add(sub)
@@ -115,11 +134,31 @@ class EventBus:
             if not subs:
                 del self._subs[sub.collection]
 
-    def add_listener(self, collection: str, listener: Listener) -> None:
-        self._listeners.setdefault(collection, []).append(listener)
+    def add_listener(self, listener: Listener) -> None:
+        """Deliver the events of ``listener.collections`` (``*``: all) to it."""
+        self.listeners.append(listener)
+        for collection in listener.collections:
+            self._listeners.setdefault(collection, []).append(listener)
 
-    def has_subscribers(self, collection: str) -> bool:
-        return bool(self._subs.get(collection) or self._subs.get(ALL))
+    def remove_listener(self, listener: Listener) -> None:
+        if listener in self.listeners:
+            self.listeners.remove(listener)
+        for collection in listener.collections:
+            found = self._listeners.get(collection, [])
+            if listener in found:
+                found.remove(listener)
+            if not found:
+                self._listeners.pop(collection, None)
+
+    def has_consumers(self, collection: str) -> bool:
+        """Whether publishing on ``collection`` reaches anyone (a subscription or a
+        listener): publishers skip building events nobody takes."""
+        return bool(
+            self._subs.get(collection)
+            or self._subs.get(ALL)
+            or self._listeners.get(collection)
+            or self._listeners.get(ALL)
+        )
 
     def subscriber_count(self) -> int:
         return sum(len(s) for s in self._subs.values())
@@ -127,10 +166,8 @@ class EventBus:
     def publish(self, event: Event) -> None:
         for key in (event.collection, ALL):
             for sub in self._subs.get(key, ()):
-                if sub.may_see(event):
-                    sub.sink.push_event(event)
+                sink = sub.sink
+                if sink.may_see(event):
+                    sink.push_event(event)
             for listener in self._listeners.get(key, ()):
-                try:
-                    listener(event)
-                except Exception:
-                    log.exception("event listener failed on %s %s", event.collection, event.id)
+                listener.push(event)

@@ -8,7 +8,8 @@ import binascii
 from aiohttp import web
 
 from middlewared.app import Middleware
-from middlewared.auth.credentials import Credentials
+from middlewared.auth.credentials import Credentials, Identity
+from middlewared.errors import Busy
 from middlewared.http.errors import http_error
 from middlewared.http.websocket import client_address
 
@@ -19,7 +20,7 @@ def _refuse(reason: str) -> web.HTTPException:
     )
 
 
-async def _check(app: Middleware, scheme: str, value: str) -> Credentials | None:
+async def _check(app: Middleware, scheme: str, value: str) -> Identity | None:
     if scheme == "basic":
         try:
             username, _, password = base64.b64decode(value).decode().partition(":")
@@ -45,10 +46,14 @@ async def authenticate(request: web.Request, app: Middleware) -> Credentials:
     else:
         raise _refuse("No credentials: use Basic, Bearer <api key>, Token <token> or ?auth_token=")
     remote = client_address(request)
-    if app.throttle.blocked(remote):
-        raise http_error(web.HTTPTooManyRequests, "Too many failed logins from this address")
-    creds = await _check(app, scheme, value)
+    try:
+        # Counted before anything is checked: concurrent requests cannot all be checked.
+        ticket = app.throttle.begin(remote)
+        identity = await _check(app, scheme, value)
+    except Busy as e:
+        raise http_error(web.HTTPTooManyRequests, e.reason) from None
+    creds = app.directory.resolve(identity) if identity is not None else None
     if creds is None:
-        app.throttle.failed(remote)
         raise _refuse("Invalid credentials")
+    app.throttle.succeeded(remote, ticket)
     return creds

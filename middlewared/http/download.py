@@ -43,6 +43,9 @@ def _lookup(request: web.Request, app: Middleware) -> tuple[Download, str]:
     found = app.tokens.peek(token) if token else None
     if found is None or found.purpose != "download" or found.job_id != job_id:
         raise http_error(web.HTTPUnauthorized, "Invalid or already used download token")
+    # The token's user or key may have been revoked since it was issued.
+    if app.directory.resolve(found.identity) is None:
+        raise http_error(web.HTTPUnauthorized, "The credentials of this download were revoked")
     return dl, token
 
 

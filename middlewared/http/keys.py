@@ -5,7 +5,5 @@ from __future__ import annotations
 from aiohttp import web
 
 from middlewared.app import Middleware
-from middlewared.ws.session import Session
 
 MIDDLEWARE = web.AppKey("middleware", Middleware)
-SESSIONS: web.AppKey[set[Session]] = web.AppKey("sessions")

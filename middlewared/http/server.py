@@ -12,7 +12,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from middlewared.app import Middleware
 from middlewared.http.download import download_handler
-from middlewared.http.keys import MIDDLEWARE, SESSIONS
+from middlewared.http.keys import MIDDLEWARE
+from middlewared.http.routes import mount_route
 from middlewared.http.upload import upload_handler
 from middlewared.http.websocket import websocket_handler
 from middlewared.ws.session import Session
@@ -57,14 +58,15 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
 
 
 def build_app(middleware: Middleware) -> web.Application:
+    """The API's own routes, then those the plugins declared (routes as data)."""
     app = web.Application(middlewares=[json_errors], client_max_size=1024**2)
     app[MIDDLEWARE] = middleware
-    app[SESSIONS] = set()
-    middleware.session_count = lambda: len(app[SESSIONS])
     app.router.add_get("/api/current", websocket_handler)
     app.router.add_post("/_upload", upload_handler)
     app.router.add_post("/_upload/", upload_handler)
     app.router.add_get("/_download/{job_id}", download_handler)
+    for route in middleware.routes:
+        mount_route(app, route)
     return app
 
 
@@ -91,7 +93,7 @@ async def serve(middleware: Middleware) -> None:
         # Jobs end (or are aborted) while their callers are still connected to hear it.
         await middleware.stop()
         await site.stop()
-        sessions: set[Session] = app[SESSIONS]
+        sessions: set[Session] = set(middleware.sessions)
         await asyncio.gather(
             *(s.transport.close(GOING_AWAY, "Server shutting down") for s in list(sessions)),
             return_exceptions=True,

@@ -18,7 +18,6 @@ from middlewared.http.errors import PartsOutOfOrder, PayloadTooLarge, error_body
 from middlewared.http.keys import MIDDLEWARE
 from middlewared.jobs.job import Job
 from middlewared.jobs.pipes import InputPipe, Pipes
-from middlewared.rpc.schema import redact
 
 log = logging.getLogger(__name__)
 
@@ -53,22 +52,17 @@ async def _data_part(reader: MultipartReader) -> tuple[str, Any]:
 async def _start_job(
     app: Middleware, creds: Credentials, method: str, params: Any, pipe: InputPipe
 ) -> Job:
+    """The upload's job, through the one call path (its refusals as HTTP statuses)."""
     try:
-        mounted = app.dispatcher.resolve(method, creds)
+        return await app.calls.start(
+            method, params, creds, pipes=Pipes(input=pipe), origin="upload"
+        )
     except MethodNotFound:
         raise http_error(
             web.HTTPUnprocessableEntity, f"Method {method!r} does not exist", errname="ENOMETHOD"
         ) from None
     except PermissionDenied as e:
         raise http_error(web.HTTPForbidden, e.reason) from None
-    spec = mounted.spec
-    if spec.job is None or "input" not in spec.job.pipes:
-        raise http_error(web.HTTPUnprocessableEntity, f"{method} does not take an upload")
-    try:
-        args = mounted.binder.bind(params)
-        return await app.jobs.submit(
-            spec, args, redact(args, spec.params), creds, pipes=Pipes(input=pipe)
-        )
     except MiddlewareError as e:
         raise http_error(
             web.HTTPUnprocessableEntity, e.reason, errname=e.error_data()["errname"], extra=e.extra

@@ -8,7 +8,7 @@ import warnings
 from aiohttp import WSMsgType, web
 
 from middlewared.app import Middleware
-from middlewared.http.keys import MIDDLEWARE, SESSIONS
+from middlewared.http.keys import MIDDLEWARE
 from middlewared.http.wsframes import text_frame
 from middlewared.ws.session import Session
 
@@ -68,7 +68,6 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     session = Session(app, AiohttpTransport(ws, request), client_address(request))
     session.start()
-    request.app[SESSIONS].add(session)
     try:
         async for msg in ws:
             if msg.type is WSMsgType.TEXT:
@@ -79,6 +78,5 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
                 log.info("session %s: %s", session.remote, ws.exception())
                 break
     finally:
-        request.app[SESSIONS].discard(session)
         await session.close()
     return ws

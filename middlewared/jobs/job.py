@@ -29,7 +29,8 @@ class JobState(StrEnum):
 ENDED = frozenset({JobState.SUCCESS, JobState.FAILED, JobState.ABORTED})
 _NEXT: dict[JobState, frozenset[JobState]] = {
     JobState.WAITING: frozenset({JobState.RUNNING, JobState.FAILED, JobState.ABORTED}),
-    JobState.RUNNING: ENDED,
+    # Back to WAITING: a failed attempt that will be retried.
+    JobState.RUNNING: ENDED | {JobState.WAITING},
 }
 
 
@@ -68,19 +69,33 @@ class Job:
         message_id: Any = None,
         lock_key: str | None = None,
         description: str | None = None,
+        origin: str = "call",
     ) -> None:
         self.id = id
         self.method = method
         self.options = options
         self.arguments = arguments
         self.shown_arguments = shown_arguments
+        # As they were when the job was submitted (its record shows them); the job runs with
+        # the credentials its identity has when it runs (``credentials.identity``).
         self.credentials = credentials
+        self.owner_id = credentials.user_id
+        self.key_id = credentials.api_key_id
+        # What started it: "call", "bulk", "upload", "download", "trigger:<id>", "restart".
+        self.origin = origin
+        self.attempt = 1
+        # Counted among its owner's jobs that have not ended (the engine's bound).
+        self.counted = False
+        # When a retry may start (ms since the epoch), None: at once.
+        self.run_after: int | None = None
         self.message_ids: list[Any] = [] if message_id is None else [message_id]
         self.lock_key = lock_key
         self.description = description
         self.state = JobState.WAITING
         self.progress: dict[str, Any] = {"percent": None, "description": None, "extra": None}
         self.result: Any = None
+        # Set when the result was too large for the record (it is kept in a file).
+        self.result_size: int | None = None
         self.error: str | None = None
         self.exception: str | None = None
         self.exc_info: dict[str, Any] | None = None
@@ -91,8 +106,10 @@ class Job:
         self.failure: MiddlewareError | None = None
         # Set by the manager: called on every visible change (progress=True when only progress).
         self.on_change: Callable[[Job, bool], None] = lambda job, progress: None
-        # Other jobs following this one's progress (core.job_wait).
+        # Other jobs following this one's progress (core.job_wait), and the job this one
+        # follows when it is a core.job_wait (cycles are refused).
         self.watchers: list[Callable[[Job], None]] = []
+        self.waiting_for: Job | None = None
         self.done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.done.add_done_callback(_consume_exception)
         self.persisted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -171,7 +188,8 @@ class Job:
             "logs_path": self.logs.path_str if self.logs is not None else None,
             "logs_excerpt": self.logs_excerpt,
             "progress": dict(self.progress),
-            "result": self.result,
+            "result": None if self.result_size is not None else self.result,
+            "result_size": self.result_size,
             "error": self.error,
             "exception": self.exception if admin else None,
             "exc_info": self.exc_info,
@@ -179,6 +197,8 @@ class Job:
             "time_started": date(self.time_started),
             "time_finished": date(self.time_finished),
             "credentials": self.credentials.record(),
+            "origin": self.origin,
+            "attempt": self.attempt,
         }
 
     def snapshot(self) -> Snapshot:

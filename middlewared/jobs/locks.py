@@ -29,12 +29,14 @@ class Locks:
         q = self._queues.get(key)
         return q is not None and (q.running is not None or bool(q.waiting))
 
-    def last_waiting(self, key: str, queue_size: int | None) -> Job | None:
-        """The job a new call must merge into, when the queue is full."""
+    def waiting_count(self, key: str) -> int:
         q = self._queues.get(key)
-        if q is None or queue_size is None or len(q.waiting) < queue_size or not q.waiting:
-            return None
-        return q.waiting[-1]
+        return 0 if q is None else len(q.waiting)
+
+    def waiting(self, key: str) -> list[Job]:
+        """The jobs waiting for the lock, in arrival order."""
+        q = self._queues.get(key)
+        return [] if q is None else list(q.waiting)
 
     def enqueue(self, key: str, job: Job) -> None:
         q = self._queues.setdefault(key, LockQueue())

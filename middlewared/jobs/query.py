@@ -32,9 +32,9 @@ from middlewared.query.options import (
     sort_records,
     with_id_last,
 )
-from middlewared.query.sql import Fields, compile_filter
+from middlewared.query.sql import Dialect, Fields, compile_filter
 from middlewared.query.sqlorder import SqlOrder, compile_sql_order, run_key
-from middlewared.query.sqltext import Sql, all_of
+from middlewared.query.sqltext import FALSE, Sql, all_of
 from middlewared.query.stream import Collector, Record, too_many_rows
 from middlewared.store.base import Consumer
 
@@ -61,6 +61,7 @@ class _Query:
     where: Sql  # rows that may match (exactly those, when residual is None)
     residual: Filter | None
     sql_order: SqlOrder | None  # None: a key no SQL can read (Python sorts)
+    dialect: Dialect
     limits: QueryLimits
     deadline: float
 
@@ -70,10 +71,7 @@ class _Query:
         return self.residual is None and self.sql_order is not None and self.sql_order.exact
 
     def decode(self, row: Sequence[Any]) -> Record:
-        record: Record = jsonc.loads(row[0])
-        if not self.creds.admin:
-            record["exception"] = None
-        return record
+        return _decode_record(row[0], self.creds.admin)
 
     def collector(self, probe: int = 0, **kw: Any) -> Collector:
         """A collector of this query's rows; ``probe`` more rows than the budget may be held
@@ -91,10 +89,9 @@ class _Query:
 
     async def run(self, sql: Sql, consume: Consumer) -> None:
         """Run ``sql`` in the store within the query's time budget."""
-        store = self.app.store
-        text = store.dialect.render(sql.text)
+        text = self.dialect.render(sql.text)
         try:
-            await store.scan_sql(text, list(sql.params), consume, deadline=self.deadline)
+            await self.app.store.scan_sql(text, list(sql.params), consume, deadline=self.deadline)
         except TimeoutError:
             raise _timed_out(self.limits.timeout_seconds) from None
 
@@ -109,6 +106,13 @@ class _Query:
         if ordered and self.sql_order is not None:
             sql += Sql(" ORDER BY ") + self.sql_order.order_by()
         return sql
+
+
+def _decode_record(text: str, admin: bool) -> Record:
+    record: Record = jsonc.loads(text)
+    if not admin:
+        record["exception"] = None
+    return record
 
 
 def _runs(order: SqlOrder | None) -> Callable[[Mapping[str, Any]], Any]:
@@ -126,21 +130,31 @@ def _timed_out(seconds: float) -> CallError:
     )
 
 
-def _compile(app: Middleware, creds: Credentials, filters: Any, opts: QueryOptions) -> _Query:
+def _visible_sql(app: Middleware, creds: Credentials) -> list[Sql]:
+    """Their own jobs, of the methods they may see (the mounted ones their allow-list grants,
+    and those every identity may call)."""
+    methods = tuple(m.spec.name for m in app.methods if app.visibility.method(creds, m.spec.name))
+    conds = [Sql('"owner_id" = ?', (creds.user_id,))]
+    if creds.restricted_key:
+        conds.append(Sql('"api_key_id" = ?', (creds.api_key_id,)))
+    marks = ", ".join("?" for _ in methods)
+    conds.append(Sql(f'"method" IN ({marks})', methods) if methods else FALSE)
+    return conds
+
+
+def _compile(
+    app: Middleware, creds: Credentials, flt: Filter, opts: QueryOptions, dialect: Dialect
+) -> _Query:
     limits = app.config.query
     deadline = time.monotonic() + limits.timeout_seconds
-    flt = parse_filters(
-        filters, max_conditions=limits.max_conditions, regex_seconds=limits.regex_seconds
-    )
-    dialect = app.store.dialect
     overrides = {} if creds.admin else {"exception": None}
     fields = Fields(COLUMNS, dialect, DOCUMENT, overrides)
     where, residual = compile_filter(flt, fields)
     # Nearly every stored job has ended: the state index would only slow this test down
     # (and make SQLite sort by id instead of walking the id index).
     conds = [where, Sql(ENDED.format(dialect.unindexed_template.format('"state"')))]
-    if not creds.admin:
-        conds.append(Sql('"owner" = ?', (creds.username,)))
+    if not creds.full_admin:
+        conds.extend(_visible_sql(app, creds))
     overlap = app.jobs.ended_live_ids()
     if overlap:
         conds.append(Sql(f'"id" NOT IN ({", ".join("?" for _ in overlap)})', tuple(overlap)))
@@ -154,6 +168,7 @@ def _compile(app: Middleware, creds: Credentials, filters: Any, opts: QueryOptio
         where=all_of(conds),
         residual=residual,
         sql_order=compile_sql_order(order, fields),
+        dialect=dialect,
         limits=limits,
         deadline=deadline,
     )
@@ -162,20 +177,56 @@ def _compile(app: Middleware, creds: Credentials, filters: Any, opts: QueryOptio
 async def query_jobs(app: Middleware, creds: Credentials, filters: Any, options: Any) -> Any:
     """Filter, order and page jobs as PROTOCOL.md section 4 says, the same whether a
     condition runs in SQL or in Python."""
+    limits = app.config.query
+    flt = parse_filters(
+        filters, max_conditions=limits.max_conditions, regex_seconds=limits.regex_seconds
+    )
     opts = parse_options(options)
-    q = _compile(app, creds, filters, opts)
+    visible = app.visibility.job
     live = [
         job.record(creds.admin)
         for job in app.jobs.live.values()
-        if creds.may_read(job.credentials.username)
+        if visible(creds, job.owner_id, job.method, job.key_id)
     ]
     # The same tree as the stored rows': one regex budget for the whole query.
-    live_matches = [r for r in live if q.filter.matches(r)]
+    live_matches = [r for r in live if flt.matches(r)]
+    dialect = app.store.dialect
+    if dialect is None:
+        return await _in_python(app, creds, filters, flt, opts, live_matches)
+    q = _compile(app, creds, flt, opts, dialect)
     if opts.cursor is not False:
         return await _cursor_page(q, filters, live_matches)
     if opts.count:
         return await _count(q) + len(live_matches)
     return await _page(q, live_matches)
+
+
+async def _in_python(
+    app: Middleware,
+    creds: Credentials,
+    filters: Any,
+    flt: Filter,
+    opts: QueryOptions,
+    live_matches: list[Record],
+) -> Any:
+    """A store without a dialect (memory): every condition is evaluated in Python."""
+    overlap = set(app.jobs.ended_live_ids())
+    visible = app.visibility.job
+    stored = []
+    for row in await app.store.fetch("finished_job_records"):
+        record = _decode_record(row["record"], creds.admin)
+        who = (row["owner_id"], record["method"], row["api_key_id"])
+        if record["id"] in overlap or not visible(creds, *who):
+            continue
+        if flt.matches(record):
+            stored.append(record)
+    order = with_id_last(opts.order_by)
+    if opts.cursor is False:
+        return apply_options(stored + live_matches, dataclasses.replace(opts, order_by=order))
+    max_rows = app.config.query.max_rows
+    page_size = min(opts.limit or max_rows, max_rows)
+    paged = dataclasses.replace(opts, order_by=order, limit=page_size)
+    return cursor.page(stored + live_matches, paged, cursor.fingerprint(filters, order))
 
 
 async def _count(q: _Query) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 from middlewared import jsonc
 from middlewared.jobs.job import Job, Snapshot
@@ -12,6 +12,32 @@ from middlewared.query.sql import Column
 from middlewared.store.base import Op, Store
 
 log = logging.getLogger(__name__)
+
+
+class Purged(NamedTuple):
+    """A job retention removes: who could read it is who hears of it."""
+
+    id: int
+    owner_id: int | None
+    method: str
+    key_id: int | None
+
+
+class JobRef(NamedTuple):
+    """What decides who may see a stored job."""
+
+    owner_id: int | None
+    method: str
+    key_id: int | None
+
+
+class Unfinished(NamedTuple):
+    """A job found waiting or running in the store at start: the server stopped under it."""
+
+    record: dict[str, Any]
+    retry_on_restart: bool
+    owner_id: int | None
+
 
 # The record fields a filter or an order can use in SQL, and their columns.
 COLUMNS: dict[str, Column] = {
@@ -28,20 +54,28 @@ COLUMNS: dict[str, Column] = {
 
 
 def _row(job: Job, snap: Snapshot) -> dict[str, Any]:
-    return _record_row(
-        snap.record, job.credentials.username, job.options.retry_on_restart, snap.encoded
-    )
+    row = _record_row(snap.record, job.owner_id, job.options.retry_on_restart, snap.encoded)
+    row["api_key_id"] = job.credentials.api_key_id
+    row["lock_key"] = job.lock_key
+    row["run_after"] = job.run_after
+    return row
 
 
 def _record_row(
-    record: dict[str, Any], owner: str | None, retry: bool, encoded: str
+    record: dict[str, Any], owner_id: int | None, retry: bool, encoded: str
 ) -> dict[str, Any]:
     """The columns of a job's row: the queryable fields, then the whole record (encoded)."""
     return {
         "id": record["id"],
         "method": record["method"],
         "state": record["state"],
-        "owner": owner,
+        "owner": record["credentials"]["data"]["username"],
+        "owner_id": owner_id,
+        "api_key_id": ((record["credentials"]["data"].get("api_key") or {}).get("id")),
+        "origin": record.get("origin"),
+        "lock_key": None,
+        "attempt": record.get("attempt", 1),
+        "run_after": None,
         "description": record["description"],
         "time_started": (record["time_started"] or {}).get("$date"),
         "time_finished": (record["time_finished"] or {}).get("$date"),
@@ -95,22 +129,37 @@ class JobStore:
         row = await self.store.fetch_one("get_job", id=job_id)
         return None if row is None else _record(row)
 
-    async def unfinished(self) -> list[tuple[dict[str, Any], bool]]:
+    async def unfinished(self) -> list[Unfinished]:
         rows = await self.store.fetch("unfinished_jobs")
-        return [(_record(r), bool(r["retry_on_restart"])) for r in rows]
+        return [Unfinished(_record(r), bool(r["retry_on_restart"]), r["owner_id"]) for r in rows]
 
-    def save_record(self, record: dict[str, Any], owner: str | None) -> asyncio.Future[None]:
+    def save_record(self, record: dict[str, Any], owner_id: int | None) -> asyncio.Future[None]:
         """Write a record that has no live Job (recovery after a restart)."""
-        row = _record_row(record, owner, False, jsonc.dumps(record))
+        row = _record_row(record, owner_id, False, jsonc.dumps(record))
         return self.store.write([Op("update_job", row)])
 
-    async def expired_ids(self, before_ms: int, keep: int, limit: int = 10_000) -> list[int]:
+    async def ref(self, job_id: int) -> JobRef | None:
+        row = await self.store.fetch_one("job_ref", id=job_id)
+        return None if row is None else JobRef(row["owner_id"], row["method"], row["api_key_id"])
+
+    async def expired(self, before_ms: int, keep: int, limit: int = 10_000) -> list[Purged]:
         """Finished jobs past the retention policy: finished before ``before_ms``, or past the
-        ``keep`` that finished last. Both walk the index on the finishing time."""
+        ``keep`` of their owner that finished last (per owner: one user's flood of jobs
+        never purges another's). Both walk an index on the finishing time."""
         rows = await self.store.fetch("expired_job_ids", before=before_ms, limit=limit)
         if await self._may_hold_more_than(keep):
-            rows += await self.store.fetch("finished_job_ids_beyond", keep=keep, limit=limit)
-        return sorted({int(r["id"]) for r in rows})
+            for owner in await self.store.fetch("job_owners"):
+                rows += await self.store.fetch(
+                    "finished_job_ids_beyond", owner_id=owner["owner_id"], keep=keep, limit=limit
+                )
+            rows += await self.store.fetch(
+                "finished_job_ids_beyond_no_owner", keep=keep, limit=limit
+            )
+        found = {
+            int(r["id"]): Purged(int(r["id"]), r["owner_id"], r["method"], r["api_key_id"])
+            for r in rows
+        }
+        return [found[i] for i in sorted(found)][:limit]
 
     async def _may_hold_more_than(self, count: int) -> bool:
         """Whether more than ``count`` jobs may be stored. Ids are unique, so ids that span

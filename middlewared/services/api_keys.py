@@ -6,7 +6,7 @@ from typing import Any
 
 from middlewared.context import CallContext
 from middlewared.query import query
-from middlewared.registry import Param, Registry
+from middlewared.registry import Access, Param, Registry
 from middlewared.services.core import server
 from middlewared.services.schemas import ALLOWLIST, QUERY_PARAMS
 
@@ -32,31 +32,36 @@ UPDATE = {
 KID = {"type": "integer", "minimum": 1}
 
 
-@registry.method(params=QUERY_PARAMS, admin_only=True, name="query")
+@registry.method(params=QUERY_PARAMS, access=Access.ADMIN, name="query")
 async def query_keys(ctx: CallContext, filters: list[Any], options: dict[str, Any]) -> Any:
     """Query API keys (their secrets are never stored nor shown)."""
-    records = [k.record() for k in server(ctx).directory.keys.values()]
+    directory = server(ctx).directory
+    records = [directory.key_record(k) for k in directory.keys.values()]
     return query(records, filters, options)
 
 
-@registry.method(params=[Param("data", CREATE)], returns={"type": "object"}, admin_only=True)
+@registry.method(params=[Param("data", CREATE)], returns={"type": "object"}, access=Access.ADMIN)
 async def create(ctx: CallContext, data: dict[str, Any]) -> dict[str, Any]:
     """Issue a key for a user (default root) with an allow-list of method patterns
     (default ``["*"]``). The answer's ``key`` is shown this once only."""
-    key, secret = await server(ctx).directory.create_key(data)
-    return {**key.record(), "key": secret}
+    directory = server(ctx).directory
+    key, secret = await directory.create_key(data)
+    return {**directory.key_record(key), "key": secret}
 
 
 @registry.method(
-    params=[Param("id", KID), Param("data", UPDATE)], returns={"type": "object"}, admin_only=True
+    params=[Param("id", KID), Param("data", UPDATE)],
+    returns={"type": "object"},
+    access=Access.ADMIN,
 )
 async def update(ctx: CallContext, kid: int, data: dict[str, Any]) -> dict[str, Any]:
     """Rename a key, change its allow-list or expiry."""
-    return (await server(ctx).directory.update_key(kid, data)).record()
+    directory = server(ctx).directory
+    return directory.key_record(await directory.update_key(kid, data))
 
 
-@registry.method(params=[Param("id", KID)], returns={"type": "boolean"}, admin_only=True)
+@registry.method(params=[Param("id", KID)], returns={"type": "boolean"}, access=Access.ADMIN)
 async def delete(ctx: CallContext, kid: int) -> bool:
-    """Revoke a key."""
+    """Revoke a key: sessions it logged in and tokens minted from it end at once."""
     await server(ctx).directory.delete_key(kid)
     return True

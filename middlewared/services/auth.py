@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from middlewared.auth.credentials import Credentials
+from middlewared.auth.credentials import Identity
 from middlewared.context import CallContext
-from middlewared.errors import Busy
-from middlewared.registry import Param, Registry
+from middlewared.registry import Access, Param, Registry
 from middlewared.services.core import server, session
 
 log = logging.getLogger(__name__)
@@ -23,41 +23,44 @@ def _remote(ctx: CallContext) -> str:
     return ctx.session.remote if ctx.session is not None else "internal"
 
 
-def _throttle_check(ctx: CallContext) -> None:
+async def _login(
+    ctx: CallContext, what: str, check: Callable[[], Awaitable[Identity | None]]
+) -> bool:
+    """One login attempt: counted against the throttle before anything is checked (so
+    attempts made at once cannot all be checked), taken back when it succeeds."""
     app = server(ctx)
     remote = _remote(ctx)
-    if app.throttle.blocked(remote):
-        wait = app.throttle.retry_after(remote)
-        raise Busy(f"Too many failed logins from this address; retry in {wait:.0f} seconds")
-
-
-def _finish(ctx: CallContext, credentials: Credentials | None, what: str) -> bool:
-    app = server(ctx)
-    remote = _remote(ctx)
-    if credentials is None:
-        app.throttle.failed(remote)
+    ticket = app.throttle.begin(remote)
+    identity = await check()
+    creds = session(ctx).login(identity) if identity is not None else None
+    if creds is None:
         log.warning("login failed from %s (%s)", remote, what)
         return False
-    session(ctx).login(credentials)
-    log.info("login of %s from %s (%s)", credentials.username, remote, what)
+    app.throttle.succeeded(remote, ticket)
+    log.info("login of %s from %s (%s)", creds.username, remote, what)
     return True
 
 
 async def _password(ctx: CallContext, username: str, password: str) -> bool:
-    _throttle_check(ctx)
-    creds = await server(ctx).directory.check_password(username, password)
-    return _finish(ctx, creds, f"password, user {username}")
+    return await _login(
+        ctx,
+        f"password, user {username}",
+        lambda: server(ctx).directory.check_password(username, password),
+    )
 
 
-def _api_key(ctx: CallContext, key: str, username: str | None = None) -> bool:
-    _throttle_check(ctx)
-    creds = server(ctx).directory.check_api_key(key, username)
-    return _finish(ctx, creds, "api key")
+async def _api_key(ctx: CallContext, key: str, username: str | None = None) -> bool:
+    async def check() -> Identity | None:
+        return server(ctx).directory.check_api_key(key, username)
+
+    return await _login(ctx, "api key", check)
 
 
-def _token(ctx: CallContext, token: str) -> bool:
-    _throttle_check(ctx)
-    return _finish(ctx, server(ctx).tokens.login(token), "token")
+async def _token(ctx: CallContext, token: str) -> bool:
+    async def check() -> Identity | None:
+        return server(ctx).tokens.login(token)
+
+    return await _login(ctx, "token", check)
 
 
 @registry.method(
@@ -67,7 +70,7 @@ def _token(ctx: CallContext, token: str) -> bool:
         Param("otp_token", {"type": ["string", "null"]}, required=False, secret=True),
     ],
     returns={"type": "boolean"},
-    public=True,
+    access=Access.PUBLIC,
 )
 async def login(ctx: CallContext, username: str, password: str, otp_token: str | None) -> bool:
     """Log this connection in with a user name and password. False when they are wrong."""
@@ -75,22 +78,24 @@ async def login(ctx: CallContext, username: str, password: str, otp_token: str |
 
 
 @registry.method(
-    params=[Param("api_key", STRING, secret=True)], returns={"type": "boolean"}, public=True
+    params=[Param("api_key", STRING, secret=True)],
+    returns={"type": "boolean"},
+    access=Access.PUBLIC,
 )
 async def login_with_api_key(ctx: CallContext, api_key: str) -> bool:
     """Log in with an API key (``<id>-<secret>``)."""
-    return _api_key(ctx, api_key)
+    return await _api_key(ctx, api_key)
 
 
 @registry.method(
-    params=[Param("token", STRING, secret=True)], returns={"type": "boolean"}, public=True
+    params=[Param("token", STRING, secret=True)], returns={"type": "boolean"}, access=Access.PUBLIC
 )
 async def login_with_token(ctx: CallContext, token: str) -> bool:
     """Log in with a token from ``auth.generate_token``."""
-    return _token(ctx, token)
+    return await _token(ctx, token)
 
 
-@registry.method(returns={"type": "array", "items": STRING}, public=True)
+@registry.method(returns={"type": "array", "items": STRING}, access=Access.PUBLIC)
 async def mechanism_choices(ctx: CallContext) -> list[str]:
     """The mechanisms ``auth.login_ex`` accepts."""
     return list(MECHANISMS)
@@ -111,7 +116,7 @@ LOGIN_EX = {
 
 
 @registry.method(
-    params=[Param("data", LOGIN_EX, secret=True)], returns={"type": "object"}, public=True
+    params=[Param("data", LOGIN_EX, secret=True)], returns={"type": "object"}, access=Access.PUBLIC
 )
 async def login_ex(ctx: CallContext, data: dict[str, Any]) -> dict[str, Any]:
     """TrueNAS's newer login: ``{"mechanism": "PASSWORD_PLAIN", "username", "password"}``,
@@ -121,9 +126,9 @@ async def login_ex(ctx: CallContext, data: dict[str, Any]) -> dict[str, Any]:
     if mechanism == "PASSWORD_PLAIN":
         ok = await _password(ctx, data.get("username", ""), data.get("password", ""))
     elif mechanism == "API_KEY_PLAIN":
-        ok = _api_key(ctx, data.get("api_key", ""), data.get("username"))
+        ok = await _api_key(ctx, data.get("api_key", ""), data.get("username"))
     else:
-        ok = _token(ctx, data.get("token", ""))
+        ok = await _token(ctx, data.get("token", ""))
     if not ok:
         return {"response_type": "AUTH_ERR"}
     return {"response_type": "SUCCESS", "user_info": _me(ctx)}
@@ -131,24 +136,28 @@ async def login_ex(ctx: CallContext, data: dict[str, Any]) -> dict[str, Any]:
 
 def _me(ctx: CallContext) -> dict[str, Any]:
     creds = session(ctx).credentials or ctx.user
-    user = server(ctx).directory.by_name(creds.username)
+    app = server(ctx)
+    user = app.directory.users.get(creds.user_id) if creds.user_id is not None else None
     return {
+        "id": creds.user_id,
         "pw_name": creds.username,
         "username": creds.username,
         "full_name": user.full_name if user else "",
         "admin": creds.admin,
         "allowlist": ["*"] if creds.admin else list(creds.allowlist),
+        "key_allowlist": None if creds.key_allowlist is None else list(creds.key_allowlist),
+        "full_admin": creds.full_admin,
         "credentials": creds.record(),
     }
 
 
-@registry.method(returns={"type": "object"}, authenticated=True)
+@registry.method(returns={"type": "object"}, access=Access.SELF)
 async def me(ctx: CallContext) -> dict[str, Any]:
     """Who this connection is logged in as."""
     return _me(ctx)
 
 
-@registry.method(returns={"type": "boolean"}, authenticated=True)
+@registry.method(returns={"type": "boolean"}, access=Access.SELF)
 async def logout(ctx: CallContext) -> bool:
     """Log this connection out; it stays open."""
     session(ctx).logout()
@@ -163,8 +172,11 @@ async def logout(ctx: CallContext) -> bool:
         Param("single_use", {"type": "boolean"}, required=False, default=False),
     ],
     returns=STRING,
-    authenticated=True,
+    access=Access.SELF,
 )
 async def generate_token(ctx: CallContext, ttl: int, single_use: bool) -> str:
-    """A token that logs in as the caller (``auth.login_with_token``, ``?auth_token=``)."""
+    """A token that logs in as the caller (``auth.login_with_token``, ``?auth_token=``), with
+    the caller's rights as they stand when it is used (it dies with its user or key). It
+    never outlives what the caller logged in with: a token minted from a token or from an
+    expiring API key ends no later than that one."""
     return server(ctx).tokens.issue(ctx.user, ttl, single_use)

@@ -6,13 +6,13 @@ from typing import Any
 
 from middlewared import __version__
 from middlewared.context import CallContext
-from middlewared.registry import Registry
+from middlewared.registry import Access, Registry
 from middlewared.services.core import get_methods
 
 registry = Registry("rpc", "Introspection")
 
 
-@registry.method(returns={"type": "object"}, authenticated=True)
+@registry.method(returns={"type": "object"}, access=Access.SELF)
 async def discover(ctx: CallContext) -> dict[str, Any]:
     """The OpenRPC 1.2 document of every method the caller may call."""
     methods = []

@@ -1,16 +1,18 @@
-"""core.download and core.job_download_logs: URLs through which a job's output is fetched."""
+"""core.download, core.job_download_logs and core.job_download_result: URLs through which
+a job's output, log or large result is fetched."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
+from pathlib import Path
 from typing import Any
 
 from middlewared.context import CallContext
-from middlewared.errors import ValidationErrors
+from middlewared.errors import MiddlewareError, ValidationErrors
 from middlewared.jobs.pipes import Pipes
-from middlewared.registry import Param, Registry
-from middlewared.rpc.schema import redact
-from middlewared.services.core import server
+from middlewared.registry import Access, Param, Registry
+from middlewared.services.core import server, visible_job
 from middlewared.services.schemas import JOB_ID
 
 registry = Registry("core", "File transfers")
@@ -36,7 +38,7 @@ def _url(job_id: int, token: str) -> str:
         "maxItems": 2,
         "description": "[job_id, url]",
     },
-    authenticated=True,
+    access=Access.SELF,
 )
 async def download(
     ctx: CallContext, method: str, args: list[Any], filename: str, buffered: bool
@@ -48,15 +50,22 @@ async def download(
     to disk and kept for an hour after the job ends.
     """
     app = server(ctx)
-    mounted = app.dispatcher.resolve(method, ctx.user)
-    spec = mounted.spec
-    if spec.job is None or "output" not in spec.job.pipes:
+    mounted = app.calls.check(method, ctx.user)
+    if mounted.spec.job is None or "output" not in mounted.spec.job.pipes:
         raise ValidationErrors([("method", f"{method} produces no download", errno.EINVAL)])
-    bound = mounted.binder.bind(args)
     pipe = app.transfers.output_pipe(buffered)
-    job = await app.jobs.submit(
-        spec, bound, redact(bound, spec.params), ctx.user, pipes=Pipes(output=pipe)
-    )
+    try:
+        job = await app.calls.start(
+            method,
+            args,
+            ctx.user,
+            pipes=Pipes(output=pipe),
+            origin="download",
+            message_id=ctx.message_id,
+        )
+    except MiddlewareError:
+        pipe.discard()
+        raise
     ttl = app.config.transfers.download_keep_seconds + 24 * 3600.0
     token = app.tokens.issue(ctx.user, ttl, True, job.id, "download")
     app.transfers.register(job, filename, buffered, pipe)
@@ -69,25 +78,43 @@ async def download(
         Param("filename", {**FILENAME, "type": ["string", "null"]}, required=False, default=None),
     ],
     returns={"type": "string"},
-    authenticated=True,
+    access=Access.SELF,
 )
 async def job_download_logs(ctx: CallContext, job_id: int, filename: str | None) -> str:
-    """A download URL (single-use token) for a job's log file."""
+    """A download URL (single-use token) for the log file of a job the caller may see."""
     app = server(ctx)
-    record = await app.job_store.get(job_id)
-    live = app.jobs.live.get(job_id)
-    owner = (
-        live.credentials.username
-        if live is not None
-        else (record or {}).get("credentials", {}).get("data", {}).get("username")
+    return await _serve_file(
+        ctx, job_id, app.job_files.log(job_id), filename or f"job_{job_id}.log", "logs"
     )
-    if (record is None and live is None) or not ctx.user.may_read(owner):
-        raise ValidationErrors([("id", f"Job {job_id} does not exist", errno.ENOENT)])
-    path = app.config.logs_dir / f"{job_id}.log"
-    if not path.exists():
-        raise ValidationErrors([("id", f"Job {job_id} has no logs", errno.ENOENT)])
+
+
+@registry.method(
+    params=[
+        Param("id", JOB_ID),
+        Param("filename", {**FILENAME, "type": ["string", "null"]}, required=False, default=None),
+    ],
+    returns={"type": "string"},
+    access=Access.SELF,
+)
+async def job_download_result(ctx: CallContext, job_id: int, filename: str | None) -> str:
+    """A download URL (single-use token) for the result of a job the caller may see, as
+    JSON: for results too large for the job's record (its ``result_size`` is set)."""
+    app = server(ctx)
+    return await _serve_file(
+        ctx, job_id, app.job_files.result(job_id), filename or f"job_{job_id}.json", "result"
+    )
+
+
+async def _serve_file(ctx: CallContext, job_id: int, path: Path, filename: str, what: str) -> str:
+    app = server(ctx)
+    try:
+        await visible_job(ctx, job_id)
+    except MiddlewareError:
+        raise ValidationErrors([("id", f"Job {job_id} does not exist", errno.ENOENT)]) from None
+    if not await asyncio.to_thread(path.exists):
+        raise ValidationErrors([("id", f"Job {job_id} has no {what} file", errno.ENOENT)])
     token = app.tokens.issue(
         ctx.user, app.config.transfers.download_keep_seconds, True, job_id, "download"
     )
-    app.transfers.register_file(job_id, filename or f"job_{job_id}.log", path)
+    app.transfers.register_file(job_id, filename, path)
     return _url(job_id, token)

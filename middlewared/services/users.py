@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from middlewared.context import CallContext
-from middlewared.errors import CallError
 from middlewared.query import query
-from middlewared.registry import Param, Registry
+from middlewared.registry import Access, Param, Registry
 from middlewared.services.core import server
 from middlewared.services.schemas import ALLOWLIST, QUERY_PARAMS
 
@@ -31,7 +30,7 @@ UPDATE = {"type": "object", "properties": _FIELDS, "additionalProperties": False
 UID = {"type": "integer", "minimum": 1}
 
 
-@registry.method(params=QUERY_PARAMS, admin_only=True, name="query")
+@registry.method(params=QUERY_PARAMS, access=Access.ADMIN, name="query")
 async def query_users(ctx: CallContext, filters: list[Any], options: dict[str, Any]) -> Any:
     """Query users (no password hashes, ever)."""
     records = [u.record() for u in server(ctx).directory.users.values()]
@@ -39,7 +38,7 @@ async def query_users(ctx: CallContext, filters: list[Any], options: dict[str, A
 
 
 @registry.method(
-    params=[Param("data", CREATE, secret=True)], returns={"type": "object"}, admin_only=True
+    params=[Param("data", CREATE, secret=True)], returns={"type": "object"}, access=Access.ADMIN
 )
 async def create(ctx: CallContext, data: dict[str, Any]) -> dict[str, Any]:
     """Create a user. Non-admins may call only the methods their allow-list matches."""
@@ -49,19 +48,18 @@ async def create(ctx: CallContext, data: dict[str, Any]) -> dict[str, Any]:
 @registry.method(
     params=[Param("id", UID), Param("data", UPDATE, secret=True)],
     returns={"type": "object"},
-    admin_only=True,
+    access=Access.ADMIN,
 )
 async def update(ctx: CallContext, uid: int, data: dict[str, Any]) -> dict[str, Any]:
-    """Change a user's name, password, admin flag, lock or allow-list."""
+    """Change a user's name, password, admin flag, lock or allow-list; their open sessions
+    and tokens have the new rights from their next call. Refused when it would leave no
+    administrator who can log in."""
     return (await server(ctx).directory.update_user(uid, data)).record()
 
 
-@registry.method(params=[Param("id", UID)], returns={"type": "boolean"}, admin_only=True)
+@registry.method(params=[Param("id", UID)], returns={"type": "boolean"}, access=Access.ADMIN)
 async def delete(ctx: CallContext, uid: int) -> bool:
-    """Delete a user and their API keys. The last administrator cannot be deleted."""
-    directory = server(ctx).directory
-    admins = [u for u in directory.users.values() if u.admin and not u.locked]
-    if len(admins) == 1 and admins[0].id == uid:
-        raise CallError("Cannot delete the last administrator")
-    await directory.delete_user(uid)
+    """Delete a user and their API keys; their sessions and tokens end at once. The last
+    administrator who can log in cannot be deleted."""
+    await server(ctx).directory.delete_user(uid)
     return True

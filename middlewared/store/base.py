@@ -26,9 +26,17 @@ class Op:
 
 
 class Store(abc.ABC):
-    """What a backend must do; it knows rows and queries, nothing of jobs or JSON-RPC."""
+    """What a backend must do; it knows rows and queries, nothing of jobs or JSON-RPC.
 
-    dialect: Dialect
+    The contract (``tests/integration/test_store_contract.py`` runs it against every
+    backend): the named queries of ``sql/queries.sql`` with their semantics, writes applied
+    in order as group-committed transactions (all of one ``write`` or none), and snapshots
+    that any backend restores.
+    """
+
+    # The SQL the query compiler writes for this backend; None: the backend runs no SQL and
+    # filters are evaluated in Python on what ``fetch`` returns.
+    dialect: Dialect | None
 
     @abc.abstractmethod
     async def open(self) -> None:
@@ -44,7 +52,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def fetch_sql(self, sql: str, params: list[Any]) -> list[Row]:
-        """Run a read built by the query compiler (dialect placeholders)."""
+        """Run a read built by the query compiler (dialect placeholders); only for backends
+        with a dialect."""
 
     @abc.abstractmethod
     def write(self, ops: list[Op]) -> asyncio.Future[None]:
@@ -56,11 +65,15 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def backup(self, dest: Path) -> None:
-        """Write a consistent snapshot of the whole store to ``dest``."""
+        """Write a consistent snapshot of the whole store to ``dest`` (a SQLite file of our
+        schema, whatever the backend)."""
 
     @abc.abstractmethod
-    async def restore(self, src: Path) -> None:
-        """Take users, keys and settings from a validated snapshot; keep every job here."""
+    async def restore(self, src: Path) -> int:
+        """Validate the snapshot at ``src`` (every table and row; a bad one changes
+        nothing), then take its users, keys, settings and meta and add its finished jobs
+        that are not here; jobs here are kept and ids never reused. Returns the snapshot's
+        schema version."""
 
     async def scan_sql(
         self,

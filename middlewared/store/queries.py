@@ -42,4 +42,4 @@ def split_statements(script: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2

@@ -1,40 +1,195 @@
-"""Check that an uploaded file is a sound snapshot of our store before anything uses it."""
+"""Snapshots of the store (``config.save``, ``config.upload``): SQLite files of our schema,
+whatever the backend. Every table and every row is checked before anything uses a
+snapshot: a bad file is refused with the reason and changes nothing."""
 
 from __future__ import annotations
 
 import errno
+import re
 import sqlite3
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
+from middlewared import jsonc
 from middlewared.errors import ValidationErrors
 from middlewared.store.queries import SCHEMA_VERSION, migrations
 
 MAGIC = b"SQLite format 3\x00"
-REQUIRED = {
-    "users": {"id", "username", "password_hash", "admin", "locked", "allowlist", "created"},
-    "api_keys": {"id", "name", "username", "key_hash", "allowlist", "created", "expires"},
-    "jobs": {"id", "method", "state", "owner", "record"},
-    "counters": {"name", "value"},
-    "meta": {"name", "value"},
+
+# Every column of every table, in the order of the latest schema.
+TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "meta": ("name", "value"),
+    "counters": ("name", "value"),
+    "settings": ("namespace", "value"),
+    "users": (
+        "id",
+        "username",
+        "full_name",
+        "password_hash",
+        "admin",
+        "locked",
+        "allowlist",
+        "created",
+    ),
+    "api_keys": (
+        "id",
+        "name",
+        "username",
+        "user_id",
+        "key_hash",
+        "allowlist",
+        "created",
+        "expires",
+    ),
+    "jobs": (
+        "id",
+        "method",
+        "state",
+        "owner",
+        "owner_id",
+        "api_key_id",
+        "origin",
+        "lock_key",
+        "attempt",
+        "run_after",
+        "node",
+        "description",
+        "time_started",
+        "time_finished",
+        "progress_percent",
+        "error",
+        "retry_on_restart",
+        "record",
+    ),
 }
+USERNAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+KEY_HASH = re.compile(r"^[0-9a-f]{64}$")
+STATES = frozenset({"WAITING", "RUNNING", "SUCCESS", "FAILED", "ABORTED"})
+COUNTERS = frozenset({"jobs", "users", "api_keys"})
 
 
 def _bad(reason: str, code: int = errno.EINVAL) -> ValidationErrors:
     return ValidationErrors([("file", reason, code)])
 
 
+# -- checking one value ----------------------------------------------------------------------
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _flag(v: Any) -> bool:
+    return v in (0, 1) and _int(v)
+
+
+def _text(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _opt(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or check(v)
+
+
+def _allowlist(v: Any) -> bool:
+    try:
+        value = jsonc.loads(v) if isinstance(v, str) else None
+    except ValueError:
+        return False
+    return isinstance(value, list) and all(isinstance(p, str) and p for p in value)
+
+
+def _json_object(v: Any) -> bool:
+    try:
+        return isinstance(v, str) and isinstance(jsonc.loads(v), dict)
+    except ValueError:
+        return False
+
+
+def _password_hash(v: Any) -> bool:
+    return v is None or (isinstance(v, str) and v.startswith("scrypt$") and v.count("$") == 5)
+
+
+ROW_CHECKS: dict[str, dict[str, Callable[[Any], bool]]] = {
+    "users": {
+        "id": lambda v: _int(v) and v > 0,
+        "username": lambda v: _text(v) and bool(USERNAME.match(v)),
+        "full_name": _text,
+        "password_hash": _password_hash,
+        "admin": _flag,
+        "locked": _flag,
+        "allowlist": _allowlist,
+        "created": _int,
+    },
+    "api_keys": {
+        "id": lambda v: _int(v) and v > 0,
+        "name": _text,
+        "user_id": _opt(_int),
+        "key_hash": lambda v: _text(v) and bool(KEY_HASH.match(v)),
+        "allowlist": _allowlist,
+        "created": _int,
+        "expires": _opt(_int),
+    },
+    "meta": {"name": _text, "value": _text},
+    "settings": {"namespace": _text, "value": _json_object},
+    "counters": {"name": lambda v: v in COUNTERS, "value": lambda v: _int(v) and v >= 0},
+    "jobs": {
+        "id": lambda v: _int(v) and v > 0,
+        "method": _text,
+        "state": lambda v: v in STATES,
+        "owner_id": _opt(_int),
+        "api_key_id": _opt(_int),
+        "attempt": lambda v: _int(v) and v >= 1,
+        "retry_on_restart": _flag,
+        "time_started": _opt(_int),
+        "time_finished": _opt(_int),
+    },
+}
+
+
+def _check_rows(table: str, rows: Iterable[dict[str, Any]]) -> None:
+    checks = ROW_CHECKS[table]
+    for row in rows:
+        for column, check in checks.items():
+            if not check(row.get(column)):
+                where = f"{table} row {row.get('id', row.get('name', row.get('namespace')))!r}"
+                raise _bad(f"{where}: bad value in column {column!r}")
+        if table == "jobs":
+            _check_job_record(row)
+
+
+def _check_job_record(row: dict[str, Any]) -> None:
+    try:
+        record = jsonc.loads(row["record"]) if isinstance(row.get("record"), str) else None
+    except ValueError:
+        record = None
+    if not isinstance(record, dict) or record.get("id") != row["id"]:
+        raise _bad(f"jobs row {row['id']!r}: its record is not the job's JSON record")
+    if record.get("state") != row["state"] or record.get("method") != row["method"]:
+        raise _bad(f"jobs row {row['id']!r}: its record disagrees with its columns")
+
+
 def _check_tables(conn: sqlite3.Connection) -> None:
-    for table, columns in REQUIRED.items():
+    for table, columns in TABLE_COLUMNS.items():
         found = {row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')}
         if not found:
             raise _bad(f"Not a middlewared database: table {table!r} is missing")
-        if columns - found:
-            raise _bad(f"Table {table!r} lacks columns {sorted(columns - found)}")
-    admins = conn.execute(
-        "SELECT COUNT(*) FROM users WHERE admin = 1 AND locked = 0 AND password_hash IS NOT NULL"
-    ).fetchone()[0]
-    if not admins:
+        if set(columns) - found:
+            raise _bad(f"Table {table!r} lacks columns {sorted(set(columns) - found)}")
+    for table in ROW_CHECKS:
+        _check_rows(table, _rows(conn, table))
+    users = {r["id"]: r for r in _rows(conn, "users")}
+    if len({u["username"] for u in users.values()}) != len(users):
+        raise _bad("Two users have the same name")
+    usable = [u for u in users.values() if u["admin"] and not u["locked"] and u["password_hash"]]
+    if not usable:
         raise _bad("The snapshot has no usable administrator: restoring it would lock you out")
+
+
+def _rows(conn: sqlite3.Connection, table: str) -> Iterable[dict[str, Any]]:
+    cur = conn.execute(f'SELECT * FROM "{table}"')
+    names = [d[0] for d in cur.description]
+    for row in cur:
+        yield dict(zip(names, row, strict=True))
 
 
 def validate_and_upgrade(path: Path) -> int:
@@ -72,5 +227,37 @@ def validate_and_upgrade(path: Path) -> int:
         return version
     except sqlite3.DatabaseError as e:
         raise _bad(f"Corrupt database: {e}") from None
+    finally:
+        conn.close()
+
+
+def read_snapshot(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """Every row of every table of a snapshot already validated by ``validate_and_upgrade``."""
+    conn = sqlite3.connect(path)
+    try:
+        return {table: list(_rows(conn, table)) for table in TABLE_COLUMNS}
+    finally:
+        conn.close()
+
+
+def write_snapshot(dest: Path, tables: dict[str, list[dict[str, Any]]]) -> None:
+    """A snapshot file of our schema holding ``tables`` (for backends that are not SQLite)."""
+    conn = sqlite3.connect(dest, isolation_level=None)
+    try:
+        conn.execute("BEGIN")
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        for number, statements in migrations():
+            for stmt in statements:
+                conn.execute(stmt)
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
+        conn.execute("DELETE FROM counters")
+        for table, columns in TABLE_COLUMNS.items():
+            names = ", ".join(columns)
+            marks = ", ".join("?" for _ in columns)
+            conn.executemany(
+                f"INSERT INTO {table} ({names}) VALUES ({marks})",
+                [tuple(row.get(c) for c in columns) for row in tables.get(table, [])],
+            )
+        conn.execute("COMMIT")
     finally:
         conn.close()

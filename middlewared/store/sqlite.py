@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from middlewared.query.sql import SQLITE
 from middlewared.store.base import Consumer, Op, Row, Store
 from middlewared.store.faults import store_error
 from middlewared.store.queries import SCHEMA_VERSION, migrations, queries, split_statements
+from middlewared.store.snapshot import validate_and_upgrade
 from middlewared.store.thread import ConnectionThread
 
 log = logging.getLogger(__name__)
@@ -54,10 +56,15 @@ class SQLiteStore(Store):
         self._closing = False
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        await self._writer.open(self._connect)
-        await self._writer.run(self._migrate)
-        await self._reader.open(lambda: self._connect(mmap=READER_MMAP_BYTES))
+        try:
+            await asyncio.to_thread(_create_private, self.path)
+            await self._writer.open(self._connect)
+            await self._writer.run(self._migrate)
+            await self._reader.open(lambda: self._connect(mmap=READER_MMAP_BYTES))
+        except sqlite3.Error as e:
+            await self._reader.close()
+            await self._writer.close()
+            raise store_error("Cannot use the store", e, self.path.parent) from e
         self._task = asyncio.create_task(self._run_writer(), name="sqlite-writer")
 
     def _connect(self, mmap: int = 0) -> sqlite3.Connection:
@@ -211,12 +218,16 @@ class SQLiteStore(Store):
         await self._writer.run(_apply, self._queries, ops)
 
     async def backup(self, dest: Path) -> None:
+        """The fast path of a snapshot: SQLite's online backup of the whole file."""
         await self._reader.run(_backup, dest)
 
-    async def restore(self, src: Path) -> None:
-        """Replace users, API keys and settings with those of a validated snapshot; add its
-        finished jobs that are not here. Jobs here are never removed, ids never reused."""
+    async def restore(self, src: Path) -> int:
+        """Validate the snapshot (every table and row), then replace users, API keys,
+        settings and meta with its own and add its finished jobs that are not here. Jobs
+        here are never removed, ids never reused. Returns its schema version."""
+        version = await asyncio.to_thread(validate_and_upgrade, src)
         await self.run_exclusive(lambda conn: _restore(conn, src))
+        return version
 
 
 @contextlib.contextmanager
@@ -270,6 +281,13 @@ def _scan(
         raise
     finally:
         conn.set_progress_handler(None, 0)
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file readable by its owner only (SQLite gives its WAL and
+    shared-memory files the same permissions)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
 
 
 def _backup(conn: sqlite3.Connection, dest: Path) -> None:

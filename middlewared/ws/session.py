@@ -8,19 +8,22 @@ import enum
 import errno
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from middlewared.auth.credentials import Credentials
+from middlewared.auth.credentials import Credentials, Identity
+from middlewared.calls import JobQuota
 from middlewared.errors import (
     CallError,
     InternalError,
+    InvalidRequest,
     NotAuthenticated,
     PermissionDenied,
     TooManyCalls,
 )
 from middlewared.events.bus import Event, Subscription
-from middlewared.rpc.dispatcher import error_object
+from middlewared.rpc.errors import error_object
 from middlewared.rpc.protocol import (
     BadMessage,
     Frame,
@@ -84,7 +87,11 @@ class Session:
         self.transport = transport
         self.remote = remote
         self.state = State.CONNECTED
+        # Who logged in (ids), and what that identity may do now: re-resolved whenever a
+        # user or key changes (``refresh``), so a revocation reaches the next call and event.
+        self.identity: Identity | None = None
         self.credentials: Credentials | None = None
+        self._expiry: asyncio.TimerHandle | None = None
         self.options = Options()
         self.subscriptions: dict[str, Subscription] = {}
         self.inflight = 0
@@ -95,9 +102,11 @@ class Session:
         # Frames being sent (by the writer, or a reply by its call's task).
         self._sending = 0
         self.limits = app.config.limits
+        self.quota = JobQuota(self.limits.max_live_jobs_per_connection)
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
+        self.app.sessions.add(self)
         self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.remote}")
 
     async def close(self) -> None:
@@ -105,6 +114,9 @@ class Session:
         if self.state is State.CLOSED:
             return
         self.state = State.CLOSED
+        self.app.sessions.discard(self)
+        if self._expiry is not None:
+            self._expiry.cancel()
         for sub in self.subscriptions.values():
             self.app.bus.unsubscribe(sub)
         self.subscriptions.clear()
@@ -144,6 +156,13 @@ class Session:
     def _accept(self, frame: Frame) -> None:
         """Start the calls of a frame, or queue the error replies it gets at once."""
         if frame.batch:
+            if len(frame.messages) > self.limits.max_batch:
+                too_big = InvalidRequest(
+                    f"Batch of {len(frame.messages)} calls: at most {self.limits.max_batch} "
+                    "are taken in one frame"
+                )
+                self.outbox.put_frame(encode(error_reply(None, too_big.to_rpc_error())))
+                return
             self._spawn(self._batch(frame.messages))
             return
         message = frame.messages[0]
@@ -211,14 +230,15 @@ class Session:
 
     async def _handle(self, request: Request) -> dict[str, Any] | None:
         try:
-            result = await self.app.dispatcher.call(
+            result = await self.app.calls.call(
                 request.method,
                 request.params,
                 self.credentials,
-                self,
-                request.id,
+                session=self,
+                message_id=request.id,
                 legacy_jobs=self.options.legacy_jobs,
                 private=self.options.private_methods,
+                quota=self.quota,
             )
         except asyncio.CancelledError:
             raise
@@ -233,6 +253,15 @@ class Session:
         return result_reply(request.id, result)
 
     # -- outgoing -----------------------------------------------------------------------
+    def may_see(self, event: Event) -> bool:
+        """Decided per event from the credentials this session has now."""
+        creds = self.credentials
+        if creds is None:
+            return False
+        if event.everyone or creds.full_admin:
+            return True
+        return self.app.visibility.job(creds, event.owner, event.method, event.owner_key)
+
     def push_event(self, event: Event) -> None:
         if self.state is State.CLOSED or self.outbox.closed:
             return
@@ -307,28 +336,101 @@ class Session:
         await self.transport.close(code, reason)
 
     # -- what core and auth methods change ----------------------------------------------
-    def login(self, credentials: Credentials) -> None:
-        self.credentials = credentials
-        self.state = State.AUTHENTICATED
+    def login(self, identity: Identity) -> Credentials | None:
+        """Log in as ``identity``; None (and still logged out) when it does not resolve."""
+        creds = self.app.directory.resolve(identity)
+        if creds is None:
+            return None
         # Subscriptions made as another identity must not outlive it.
-        for sub_id in list(self.subscriptions):
-            self.unsubscribe(sub_id)
+        self._drop_subscriptions(None)
+        self.identity = identity
+        self.credentials = creds
+        self.state = State.AUTHENTICATED
+        self._watch_expiry()
+        return creds
 
     def logout(self) -> None:
+        self.identity = None
         self.credentials = None
         self.state = State.CONNECTED
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        self._drop_subscriptions(None)
+
+    def refresh(self) -> None:
+        """A user or key changed: take the identity's rights as they are now; a revoked
+        identity is logged out, its subscriptions ended with a notice saying why."""
+        if self.identity is None or self.state is State.CLOSED:
+            return
+        creds = self.app.directory.resolve(self.identity)
+        if creds is None:
+            log.info("session %s: credentials revoked; logged out", self.remote)
+            self.identity = None
+            self.credentials = None
+            self.state = State.CONNECTED
+            self._drop_subscriptions("Credentials revoked: log in again")
+            return
+        self.credentials = creds
+        for sub_id, sub in list(self.subscriptions.items()):
+            if not self.app.collections.may_subscribe(sub.collection, creds):
+                self._end_subscription(sub_id, "No longer permitted")
+
+    def _watch_expiry(self) -> None:
+        """An API key that expires ends the sessions it logged in when it does."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        identity = self.identity
+        if identity is None or identity.api_key_id is None:
+            return
+        key = self.app.directory.keys.get(identity.api_key_id)
+        if key is None or key.expires is None:
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, key.expires / 1000 - time.time())
+        self._expiry = loop.call_later(delay + 0.001, self.refresh)
+
+    def _drop_subscriptions(self, reason: str | None) -> None:
         for sub_id in list(self.subscriptions):
-            self.unsubscribe(sub_id)
+            if reason is None:
+                self.unsubscribe(sub_id)
+            else:
+                self._end_subscription(sub_id, reason)
+
+    def _end_subscription(self, sub_id: str, reason: str) -> None:
+        """The server ends a subscription: TrueNAS's ``notify_unsubscribed`` says so."""
+        sub = self.subscriptions.get(sub_id)
+        if sub is None:
+            return
+        self.unsubscribe(sub_id)
+        err = PermissionDenied(reason)
+        self.outbox.put_frame(
+            encode(
+                {
+                    "jsonrpc": "2.0",
+                    "method": "notify_unsubscribed",
+                    "params": {"collection": sub.collection, "error": err.error_data()},
+                }
+            )
+        )
 
     def subscribe(self, name: str) -> str:
-        if self.credentials is None:
+        creds = self.credentials
+        if creds is None:
             raise NotAuthenticated()
         if not self.app.collections.exists(name):
             raise CallError(f"No such event source {name!r}", errno.ENOENT)
-        if not self.app.collections.may_subscribe(name, self.credentials):
+        if not self.app.collections.may_subscribe(name, creds):
             raise PermissionDenied(f"Not permitted to subscribe to {name}")
+        if len(self.subscriptions) >= self.limits.max_subscriptions:
+            raise CallError(
+                f"This connection has {len(self.subscriptions)} subscriptions, the most it may "
+                "hold: unsubscribe first",
+                errno.EBUSY,
+            )
         sub_id = secrets.token_hex(8)
-        sub = Subscription(sub_id, name, self.credentials.username, self.credentials.admin, self)
+        sub = Subscription(sub_id, name, self)
         self.subscriptions[sub_id] = sub
         self.app.bus.subscribe(sub)
         return sub_id

@@ -24,6 +24,12 @@ async def test_get_methods_describes_schemas_and_jobs(server: ServerProc) -> Non
     assert params["minItems"] == 2
     assert methods["core.ping"]["job"] is False
     assert methods["core.ping"]["returns"] == {"type": "string", "const": "pong"}
+    # One access level per method (the public flag stays for TrueNAS clients).
+    assert (methods["core.ping"]["access"], methods["core.ping"]["public"]) == ("PUBLIC", True)
+    assert methods["core.get_jobs"]["access"] == "SELF"
+    assert methods["user.create"]["access"] == "ADMIN"
+    assert (copy["access"], copy["public"]) == ("USER", False)
+    assert copy["job_options"]["retry"] is None
     login = methods["auth.login"]["params"]["prefixItems"]
     assert login[1]["writeOnly"] is True  # the password is marked secret
     for name, info in methods.items():
@@ -57,3 +63,21 @@ def test_duplicate_plugin_methods_are_refused(tmp_path: Path) -> None:
     app = Middleware(ServerConfig(data_dir=tmp_path, plugin_dirs=(folder,), builtin_plugins=False))
     with pytest.raises(ValueError, match=r"core\.ping is already mounted"):
         app.load_plugins()
+
+
+def test_a_plugin_from_the_plugins_dir_cannot_make_itself_trusted(tmp_path: Path) -> None:
+    """Only built-in plugins may call methods as the server itself (MethodSpec.trusted)."""
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "sneaky.py").write_text(
+        "from middlewared.registry import Registry\n"
+        "registry = Registry('sneaky', trusted=True)\n"
+        "@registry.method()\n"
+        "async def run(ctx):\n"
+        "    '''Try to act as the server.'''\n"
+        "    return await ctx.call_as_server('user.query')\n"
+    )
+    app = Middleware(ServerConfig(data_dir=tmp_path, plugin_dirs=(folder,), builtin_plugins=False))
+    app.load_plugins()
+    spec = app.methods.lookup("sneaky.run")
+    assert spec is not None and not spec.trusted

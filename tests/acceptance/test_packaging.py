@@ -91,3 +91,55 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "middlewared.service" not in out.stderr, out.stderr
+
+
+def test_the_wheel_installs_and_serves(tmp_path: Path) -> None:
+    """Build the wheel, install it in a fresh venv, start the server from it outside the
+    source tree: every package and data file (SQL migrations and queries, py.typed) must
+    be in the wheel, or this fails."""
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(dist), str(ROOT)],
+        check=True,
+        timeout=600,
+        capture_output=True,
+    )
+    (wheel,) = dist.glob("middlewared-*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    pip = venv / "bin" / "pip"
+    subprocess.run(
+        [str(pip), "install", "--quiet", str(wheel)], check=True, timeout=600, capture_output=True
+    )
+    site = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import middlewared, middlewared_plugins,"
+            " middlewared_client; print(middlewared.__file__)",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    ).stdout
+    assert str(venv) in site, site
+    work = tmp_path / "run"
+    work.mkdir()
+    argv = [str(venv / "bin" / "middlewared"), "--data-dir", "./data", "--port", "0"]
+    proc, password, port = _spawn(argv, work)
+    try:
+
+        async def check() -> None:
+            async with raw(f"ws://127.0.0.1:{port}/api/current", "root", password) as c:
+                assert await c.call("core.ping") == "pong"
+                methods = await c.call("core.get_methods")
+                assert "filesystem.stat" in methods and "config.save" in methods
+                assert await c.call("core.bulk", "core.ping", [[]]) == [
+                    {"job_id": None, "result": "pong", "error": None}
+                ]
+
+        asyncio.run(check())
+    finally:
+        _stop(proc)

@@ -1,8 +1,10 @@
-"""SQLiteStore on a real file: migrations, group commit, isolation of a bad write, backup."""
+"""SQLiteStore on a real file: migrations, group commit, isolation of a bad write, backup and
+restore; and the choice of a store by URL."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -12,8 +14,11 @@ from typing import Any
 
 import pytest
 
-from middlewared.errors import CallError
+from middlewared import jsonc
+from middlewared.errors import CallError, ValidationErrors
+from middlewared.store import open_store
 from middlewared.store.base import Op
+from middlewared.store.memory import MemoryStore
 from middlewared.store.queries import SCHEMA_VERSION, migrations
 from middlewared.store.sqlite import SQLiteStore
 
@@ -85,6 +90,53 @@ async def test_a_newer_schema_is_refused(db: Path) -> None:
     with pytest.raises(CallError, match="newer than this server"):
         await s.open()
     await s.close()
+
+
+def make_v1(db: Path) -> None:
+    """A database as the first release left it: schema 1, jobs and keys by user name."""
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        for statement in migrations()[0][1]:
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_version (version) VALUES (1)")
+        conn.execute(
+            "INSERT INTO users (id, username, admin, allowlist, created) "
+            "VALUES (2, 'alice', 0, '[]', 0)"
+        )
+        for job_id, owner in ((1, "alice"), (2, "gone")):
+            conn.execute(
+                "INSERT INTO jobs (id, method, state, owner, record) "
+                "VALUES (?, 't.x', 'SUCCESS', ?, '{}')",
+                (job_id, owner),
+            )
+        conn.execute(
+            "INSERT INTO api_keys (id, name, username, key_hash, created) "
+            "VALUES (7, 'k', 'alice', 'h', 0)"
+        )
+        conn.commit()
+
+
+async def test_schema_1_is_upgraded_to_owner_ids(db: Path) -> None:
+    """Migration 0002: jobs and API keys belong to a user id (found by the name they had);
+    jobs get their origin, lock, attempt, run_after and node; settings get a table."""
+    make_v1(db)
+    s = SQLiteStore(db)
+    await s.open()
+    try:
+        rows = await s.fetch_sql("SELECT id, owner_id, attempt FROM jobs ORDER BY id", [])
+        # A job of a name nobody has any more belongs to nobody (admins only see it).
+        assert rows == [
+            {"id": 1, "owner_id": 2, "attempt": 1},
+            {"id": 2, "owner_id": None, "attempt": 1},
+        ]
+        assert await s.fetch_sql("SELECT user_id FROM api_keys", []) == [{"user_id": 2}]
+        assert await s.fetch("all_settings") == []
+    finally:
+        await s.close()
+    assert read_file(db, "SELECT MAX(version) FROM schema_version") == [(SCHEMA_VERSION,)]
+    columns = {row[1] for row in read_file(db, "PRAGMA table_info(jobs)")}
+    assert {"owner_id", "origin", "lock_key", "attempt", "run_after", "node"} <= columns
 
 
 async def test_the_database_is_in_wal_mode(store: SQLiteStore, db: Path) -> None:
@@ -262,6 +314,93 @@ async def test_a_write_during_close_is_committed_or_refused(db: Path) -> None:
     await closing_task
     await first
     assert during.done()
+
+
+async def test_restore_validates_then_takes_the_configuration(
+    store: SQLiteStore, tmp_path: Path
+) -> None:
+    source = SQLiteStore(tmp_path / "source.db")
+    await source.open()
+    await source.write([admin_row(5, "admin5"), meta("restored", "yes")])
+    await source.backup(tmp_path / "snapshot.db")
+    await source.close()
+    await store.write([admin_row(1, "before"), meta("kept", "no")])
+    assert await store.restore(tmp_path / "snapshot.db") == SCHEMA_VERSION
+    assert [u["username"] for u in await store.fetch("all_users")] == ["admin5"]
+    assert await all_meta(store) == {"restored": "yes"}
+
+
+@pytest.mark.parametrize(
+    ("tamper", "reason"),
+    [
+        ("UPDATE users SET username = 'Not A Name!'", "bad value in column 'username'"),
+        ("UPDATE users SET locked = 1", "no usable administrator"),
+        ("UPDATE users SET allowlist = '{}'", "bad value in column 'allowlist'"),
+        ("DROP TABLE settings", "table 'settings' is missing"),
+    ],
+)
+async def test_restore_refuses_a_bad_snapshot_and_changes_nothing(
+    store: SQLiteStore, tmp_path: Path, tamper: str, reason: str
+) -> None:
+    """Store.restore checks every row itself before it takes anything."""
+    source = SQLiteStore(tmp_path / "source.db")
+    await source.open()
+    await source.write([admin_row(5, "admin5")])
+    snapshot = tmp_path / "snapshot.db"
+    await source.backup(snapshot)
+    await source.close()
+    with closing(sqlite3.connect(snapshot)) as conn:
+        conn.execute(tamper)
+        conn.commit()
+    await store.write([admin_row(1, "before"), meta("kept", "yes")])
+    with pytest.raises(ValidationErrors, match=reason):
+        await store.restore(snapshot)
+    assert [u["username"] for u in await store.fetch("all_users")] == ["before"]
+    assert await all_meta(store) == {"kept": "yes"}
+
+
+def admin_row(user_id: int, username: str) -> Op:
+    """An administrator who can log in (a snapshot without one is refused)."""
+    return Op(
+        "insert_user",
+        {
+            "id": user_id,
+            "username": username,
+            "full_name": "",
+            "password_hash": "scrypt$16384$8$1$" + "A" * 24 + "$" + "A" * 44,
+            "admin": 1,
+            "locked": 0,
+            "allowlist": jsonc.dumps([]),
+            "created": 0,
+        },
+    )
+
+
+# -- choosing a store by URL ------------------------------------------------------------
+
+
+async def test_open_store_by_url(tmp_path: Path) -> None:
+    assert isinstance(open_store("memory://"), MemoryStore)
+    store = open_store(f"sqlite://{tmp_path / 'x.db'}")
+    assert isinstance(store, SQLiteStore)
+    await store.open()
+    await store.write([meta("a", "1")])
+    await store.close()
+    assert read_file(tmp_path / "x.db", "SELECT value FROM meta") == [("1",)]
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("sqlite://relative/x.db", "absolute path"),
+        ("postgres://db/x", "Unknown store"),
+        ("x.db", "Unknown store"),
+    ],
+)
+def test_a_bad_store_url_is_refused_with_the_reason(url: str, reason: str) -> None:
+    with pytest.raises(CallError, match=reason) as refused:
+        open_store(url)
+    assert refused.value.errno == errno.EINVAL
 
 
 COUNT_TO_A_BILLION = (

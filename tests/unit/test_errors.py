@@ -28,7 +28,8 @@ from middlewared.errors import (
     errname,
     validation_error,
 )
-from middlewared.jobs.manager import JobAborted
+from middlewared.jobs.engine import JobAborted
+from middlewared.rpc.errors import error_object
 
 DATA_KEYS = {"error", "errname", "reason", "extra", "trace"}
 
@@ -201,3 +202,34 @@ def test_an_empty_reason_still_says_something() -> None:
     data = CallError("").error_data()
     assert data["reason"] == "EFAULT: no reason given"
     assert str(CallError("", 2)) == "[ENOENT] ENOENT: no reason given"
+
+
+# -- error_object (rpc/errors.py: what any call that raised answers) ---------------------
+
+
+def test_error_object_of_a_middleware_error_is_its_own() -> None:
+    exc = NotFound("no such pool")
+    assert error_object(exc, "pool.get", with_trace=False) == exc.to_rpc_error()
+
+
+def test_error_object_wraps_an_unexpected_exception(caplog: pytest.LogCaptureFixture) -> None:
+    error = error_object(KeyError("tank"), "pool.get", with_trace=False)
+    assert error["code"] == -32001
+    assert error["data"]["reason"] == "KeyError: 'tank'"
+    assert error["data"]["errname"] == "EFAULT"
+    assert error["data"]["trace"] is None
+    # Logged once, with the method's name, for the operator.
+    assert any("pool.get" in r.getMessage() for r in caplog.records)
+    assert error_object(KeyError(), "x.y", False)["data"]["reason"] == "KeyError"
+
+
+def test_error_object_has_a_trace_only_when_asked() -> None:
+    try:
+        raise CallError("disk full", errno.ENOSPC)
+    except CallError as e:
+        raised = e
+    error = error_object(raised, "x.y", with_trace=True)
+    trace = error["data"]["trace"]
+    assert trace["class"] == "CallError"
+    assert "disk full" in trace["formatted"] and "Traceback" in trace["formatted"]
+    json.dumps(error)

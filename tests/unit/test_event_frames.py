@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from middlewared import jsonc
-from middlewared.events.bus import ADDED, CHANGED, Event
+from middlewared.events.bus import ADDED, CHANGED, REMOVED, Event
 
+ALICE = 2  # events carry their owner's user id
 RECORD: dict[str, Any] = {"id": 7, "state": "FAILED", "exception": "Traceback: secret", "n": 2**70}
 
 
@@ -22,8 +23,8 @@ def frame(event: Event, admin: bool) -> Any:
 def test_embedded_fields_read_as_encoded_ones(msg: str, admin: bool) -> None:
     shown = {**RECORD, "exception": None}
     admin_only = {"exception": RECORD["exception"]}
-    encoded = Event("jobs", msg, 7, shown, "alice", admin_only)
-    embedded = Event("jobs", msg, 7, shown, "alice", admin_only, jsonc.dumps(RECORD))
+    encoded = Event("jobs", msg, 7, shown, ALICE, admin_only)
+    embedded = Event("jobs", msg, 7, shown, ALICE, admin_only, jsonc.dumps(RECORD))
     assert frame(embedded, admin) == frame(encoded, admin)
     assert frame(embedded, admin)["params"]["fields"]["exception"] == (
         RECORD["exception"] if admin else None
@@ -39,3 +40,20 @@ def test_without_admin_fields_everyone_gets_the_embedded_json() -> None:
         "method": "collection_update",
         "params": {"msg": CHANGED, "collection": "jobs", "id": 8, "fields": record},
     }
+
+
+def test_a_merged_event_keeps_who_may_see_it() -> None:
+    """A reader behind gets ADDED with the latest fields: still only for those who may
+    see the job (its owner, its method)."""
+    added = Event("jobs", ADDED, 9, {"v": 1}, ALICE, method="t.run")
+    changed = Event("jobs", CHANGED, 9, {"v": 2}, ALICE, method="t.run")
+    merged = changed.merged_after(added)
+    assert merged is not None
+    assert (merged.msg, merged.fields, merged.owner, merged.method, merged.everyone) == (
+        ADDED,
+        {"v": 2},
+        ALICE,
+        "t.run",
+        False,
+    )
+    assert Event("jobs", REMOVED, 9).merged_after(added) is None

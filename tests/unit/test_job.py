@@ -9,13 +9,19 @@ from typing import Any
 
 import pytest
 
-from middlewared.auth.credentials import CredentialKind, Credentials
+from middlewared.auth.credentials import CredentialKind, Credentials, Identity
 from middlewared.errors import CallError, NotFound, ValidationErrors
 from middlewared.jobs.job import ENDED, InvalidTransition, Job, JobState
 from middlewared.jobs.logs import JobLog
 from middlewared.registry import JobOptions
 
-ALICE = Credentials("alice", admin=False, kind=CredentialKind.LOGIN_PASSWORD)
+ALICE = Credentials(
+    "alice",
+    admin=False,
+    kind=CredentialKind.LOGIN_PASSWORD,
+    user_id=2,
+    identity=Identity(CredentialKind.LOGIN_PASSWORD, 2),
+)
 ALLOWED = {
     (JobState.WAITING, JobState.RUNNING),
     (JobState.WAITING, JobState.FAILED),
@@ -23,6 +29,8 @@ ALLOWED = {
     (JobState.RUNNING, JobState.SUCCESS),
     (JobState.RUNNING, JobState.FAILED),
     (JobState.RUNNING, JobState.ABORTED),
+    # A failed attempt that will be retried goes back to waiting (JobOptions.retry).
+    (JobState.RUNNING, JobState.WAITING),
 }
 RECORD_KEYS = {
     "id",
@@ -43,6 +51,9 @@ RECORD_KEYS = {
     "time_started",
     "time_finished",
     "credentials",
+    "origin",
+    "attempt",
+    "result_size",
 }
 
 
@@ -200,7 +211,37 @@ async def test_record_of_a_new_job() -> None:
         "time_started": {"$date": job.time_started},
         "time_finished": None,
         "credentials": {"type": "LOGIN_PASSWORD", "data": {"username": "alice"}},
+        "origin": "call",
+        "attempt": 1,
+        "result_size": None,
     }
+
+
+async def test_a_job_belongs_to_its_callers_user_id() -> None:
+    job = Job(1, "pool.scrub", JobOptions(), [], [], ALICE, origin="bulk:3")
+    assert job.owner_id == 2
+    record = job.record()
+    assert (record["origin"], record["attempt"]) == ("bulk:3", 1)
+
+
+async def test_a_retried_attempt_waits_again_and_says_which_it_is() -> None:
+    job = at(JobState.RUNNING)
+    job.set_failure(CallError("busy", errno.EBUSY))
+    job.transition(JobState.WAITING)
+    job.attempt += 1
+    record = job.record()
+    assert (record["state"], record["attempt"], record["time_finished"]) == ("WAITING", 2, None)
+    # The failure of the last attempt is shown until the next one ends.
+    assert record["error"] == "busy"
+
+
+async def test_a_result_kept_beside_the_record_is_not_in_it() -> None:
+    job = at(JobState.RUNNING)
+    job.result = {"big": "x" * 100}
+    job.result_size = 120
+    job.transition(JobState.SUCCESS)
+    record = job.record()
+    assert (record["result"], record["result_size"]) == (None, 120)
 
 
 async def test_record_without_a_message_id_has_no_message_ids() -> None:

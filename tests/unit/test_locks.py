@@ -1,21 +1,45 @@
-"""Job locks: one job at a time per lock, in arrival order, with merge into the last waiter."""
+"""Job locks: one job at a time per lock, in arrival order; and the queue's choice of the
+waiting job an identical call is merged into."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import itertools
+from typing import Any
 
 import pytest
 
-from middlewared.auth.credentials import INTERNAL
-from middlewared.jobs.job import Job
+from middlewared.auth.credentials import INTERNAL, CredentialKind, Credentials, Identity
+from middlewared.errors import Busy
+from middlewared.jobs.job import Job, JobState
 from middlewared.jobs.locks import Locks
+from middlewared.jobs.pipes import OutputPipe, Pipes
+from middlewared.jobs.queue import MAX_MERGED_CALLS, LocalQueue
 from middlewared.registry import JobOptions
 
 KEY = "pool.import"
 
 
-def make_job(job_id: int) -> Job:
-    return Job(job_id, "test.locked", JobOptions(lock=KEY), [], [], INTERNAL, lock_key=KEY)
+def person(name: str, user_id: int) -> Credentials:
+    identity = Identity(CredentialKind.LOGIN_PASSWORD, user_id)
+    return Credentials(
+        name, False, CredentialKind.LOGIN_PASSWORD, ("*",), None, None, user_id, identity
+    )
+
+
+ALICE = person("alice", 2)
+BOB = person("bob", 3)
+
+
+def make_job(
+    job_id: int,
+    args: list[Any] | None = None,
+    creds: Credentials = INTERNAL,
+    method: str = "test.locked",
+) -> Job:
+    args = [] if args is None else args
+    return Job(job_id, method, JobOptions(lock=KEY), args, list(args), creds, lock_key=KEY)
 
 
 def enqueue(locks: Locks, *ids: int, key: str = KEY) -> list[Job]:
@@ -110,48 +134,136 @@ async def test_busy() -> None:
     assert locks.queue(KEY) is None
 
 
-@pytest.mark.parametrize("size", [None, 0, 1, 3])
-async def test_no_merge_while_the_queue_has_room(size: int | None) -> None:
+async def test_waiting_count_and_waiting_in_arrival_order() -> None:
     locks = Locks()
-    assert locks.last_waiting(KEY, size) is None  # no queue at all
-    enqueue(locks, 1)  # running, none waiting
-    assert locks.last_waiting(KEY, size) is None
+    assert (locks.waiting_count(KEY), locks.waiting(KEY)) == (0, [])  # no queue at all
+    jobs = enqueue(locks, 1, 2, 3)
+    assert locks.waiting_count(KEY) == 2  # the first runs
+    assert locks.waiting(KEY) == jobs[1:]
+    locks.release(KEY, jobs[1])
+    assert locks.waiting(KEY) == [jobs[2]]
+    # A copy: changing it changes nothing.
+    locks.waiting(KEY).clear()
+    assert locks.waiting_count(KEY) == 1
+
+
+# -- merging (LocalQueue.merge_target) ----------------------------------------------------
+#
+# Changed on purpose (hardening defect 7): a call used to be merged into the last waiting
+# job whatever it was. Now it is merged only when the lock's queue is full AND a waiting job
+# is the same call (method and arguments) of the same owner (user id); otherwise it is
+# refused with EBUSY. A job answers at most MAX_MERGED_CALLS calls.
+
+
+class Ids:
+    def __init__(self) -> None:
+        self._next = itertools.count(1)
+
+    def allocate_id(self) -> int:
+        return next(self._next)
+
+
+def queued(queue: LocalQueue, *calls: tuple[list[Any], Credentials]) -> list[Job]:
+    """Jobs added in this order under KEY (the first runs, the rest wait)."""
+    jobs = [make_job(queue.allocate_id(), args, creds) for args, creds in calls]
+    for job in jobs:
+        queue.add(job)
+    return jobs
+
+
+@pytest.mark.parametrize("size", [None, 1, 3])
+async def test_no_merge_while_the_queue_has_room(size: int | None) -> None:
+    queue = LocalQueue(Ids())
+    call = make_job(99, ["a"], ALICE)
+    assert queue.merge_target(call, size) is None  # no queue at all
+    queued(queue, (["a"], ALICE))  # running, none waiting
+    assert queue.merge_target(call, size) is None
 
 
 async def test_unbounded_queue_never_merges() -> None:
-    locks = Locks()
-    enqueue(locks, *range(1, 101))
-    assert locks.last_waiting(KEY, None) is None
+    queue = LocalQueue(Ids())
+    queued(queue, *[(["a"], ALICE)] * 100)
+    assert queue.merge_target(make_job(999, ["a"], ALICE), None) is None
 
 
-async def test_queue_size_one_merges_into_the_single_waiter() -> None:
-    locks = Locks()
-    enqueue(locks, 1, 2)
-    target = locks.last_waiting(KEY, 1)
-    assert target is not None and target.id == 2
+async def test_queue_size_one_merges_the_same_call_into_the_single_waiter() -> None:
+    queue = LocalQueue(Ids())
+    jobs = queued(queue, (["a"], ALICE), (["a"], ALICE))
+    assert queue.merge_target(make_job(99, ["a"], ALICE), 1) is jobs[1]
 
 
-async def test_queue_size_three_merges_into_the_last_of_three() -> None:
-    locks = Locks()
-    enqueue(locks, 1, 2, 3)
-    assert locks.last_waiting(KEY, 3) is None  # two waiting: room for one more
-    enqueue(locks, 4)
-    target = locks.last_waiting(KEY, 3)
-    assert target is not None and target.id == 4
+async def test_a_full_queue_merges_into_the_last_waiting_same_call() -> None:
+    queue = LocalQueue(Ids())
+    jobs = queued(queue, (["run"], ALICE), (["a"], ALICE), (["b"], ALICE))
+    assert queue.merge_target(make_job(99, ["a"], ALICE), 3) is None  # two waiting: room
+    jobs += queued(queue, (["a"], ALICE))
+    assert queue.merge_target(make_job(99, ["a"], ALICE), 3) is jobs[3]  # the last "a"
+    assert queue.merge_target(make_job(99, ["b"], ALICE), 3) is jobs[2]  # the only "b"
 
 
-async def test_queue_size_zero_has_no_waiter_to_merge_into() -> None:
-    # lock_queue_size=0 refuses with EBUSY (the manager asks busy()); nothing to merge into.
-    locks = Locks()
-    enqueue(locks, 1)
-    assert locks.busy(KEY)
-    assert locks.last_waiting(KEY, 0) is None
+@pytest.mark.parametrize(
+    ("args", "creds", "method"),
+    [
+        (["other"], ALICE, "test.locked"),  # other arguments
+        (["a"], BOB, "test.locked"),  # another user
+        (["a"], ALICE, "test.other"),  # another method under the same lock
+    ],
+    ids=["arguments", "owner", "method"],
+)
+async def test_a_full_queue_refuses_any_other_call(
+    args: list[Any], creds: Credentials, method: str
+) -> None:
+    queue = LocalQueue(Ids())
+    queued(queue, (["run"], ALICE), (["a"], ALICE))
+    with pytest.raises(Busy) as refused:
+        queue.merge_target(make_job(99, args, creds, method), 1)
+    assert refused.value.errno == errno.EBUSY
+    assert "only identical calls are merged" in refused.value.reason
+
+
+async def test_a_call_that_opens_pipes_is_never_merged() -> None:
+    queue = LocalQueue(Ids())
+    queued(queue, (["run"], ALICE), (["a"], ALICE))
+    call = make_job(99, ["a"], ALICE)
+    call.pipes = Pipes(output=OutputPipe(buffered=False))  # a download's
+    assert queue.merge_target(call, 1) is None
+
+
+async def test_a_job_answers_at_most_max_merged_calls() -> None:
+    queue = LocalQueue(Ids())
+    _, waiting = queued(queue, (["run"], ALICE), (["a"], ALICE))
+    waiting.message_ids = list(range(MAX_MERGED_CALLS - 1))
+    assert queue.merge_target(make_job(99, ["a"], ALICE), 1) is waiting
+    waiting.message_ids.append("last")
+    with pytest.raises(Busy):
+        queue.merge_target(make_job(99, ["a"], ALICE), 1)
+
+
+async def test_queue_size_zero_refuses_while_the_lock_is_busy() -> None:
+    queue = LocalQueue(Ids())
+    call = make_job(99, ["a"], ALICE)
+    assert queue.merge_target(call, 0) is None  # free: it runs
+    (first,) = queued(queue, (["a"], ALICE))
+    with pytest.raises(Busy) as refused:
+        queue.merge_target(call, 0)
+    assert refused.value.errno == errno.EBUSY
+    queue.release(first)
+    assert queue.merge_target(call, 0) is None
 
 
 async def test_a_released_waiter_is_no_longer_the_merge_target() -> None:
-    locks = Locks()
-    jobs = enqueue(locks, 1, 2, 3)
-    locks.release(KEY, jobs[2])
-    assert locks.last_waiting(KEY, 2) is None
-    target = locks.last_waiting(KEY, 1)
-    assert target is not None and target.id == 2
+    queue = LocalQueue(Ids())
+    jobs = queued(queue, (["run"], ALICE), (["a"], ALICE), (["a"], ALICE), (["a"], ALICE))
+    queue.release(jobs[3])
+    assert queue.merge_target(make_job(99, ["a"], ALICE), 3) is None  # room again
+    assert queue.merge_target(make_job(99, ["a"], ALICE), 2) is jobs[2]
+    queue.release(jobs[2])
+    assert queue.merge_target(make_job(99, ["a"], ALICE), 1) is jobs[1]
+
+
+async def test_an_ended_waiter_is_not_a_merge_target() -> None:
+    queue = LocalQueue(Ids())
+    _, waiting = queued(queue, (["run"], ALICE), (["a"], ALICE))
+    waiting.transition(JobState.ABORTED)  # ended, not yet released by its task
+    with pytest.raises(Busy):
+        queue.merge_target(make_job(99, ["a"], ALICE), 1)

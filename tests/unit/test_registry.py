@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import pkgutil
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
-from middlewared.app import CORE_SERVICES
-from middlewared.registry import ANY, JobOptions, MethodSpec, Param, Registry
+from middlewared.plugins import CORE_SERVICES
+from middlewared.registry import (
+    ANY,
+    Access,
+    JobOptions,
+    MethodSpec,
+    Param,
+    Registry,
+    RetryPolicy,
+)
+from middlewared.routes import HttpRequest, HttpResponse, Route
 from middlewared.rpc.schema import ParamsBinder, compile_schema
 
 # What the server mounts, in its order: the core services, then the builtin plugins
@@ -52,21 +62,63 @@ def test_a_method_is_declared_with_its_full_name_and_docstring() -> None:
     assert spec.params == (Param("name", {"type": "string"}),)
     assert spec.returns == {"type": "boolean"}
     assert spec.job is None
-    assert not (spec.public or spec.authenticated or spec.admin_only or spec.private)
+    # One access level replaced the public/authenticated/admin_only/private flags: by
+    # default a method is for those whose allow-list grants it.
+    assert spec.access is Access.USER
+    assert not spec.trusted  # set only when a built-in registry is mounted
 
 
 def test_defaults_and_flags() -> None:
     reg = Registry("x")
     options = JobOptions(lock="x", abortable=True)
 
-    @reg.method(job=options, public=True, authenticated=True, admin_only=True, private=True)
+    @reg.method(job=options, access=Access.ADMIN)
     async def run(ctx: Any, job: Any) -> None:
         """Run."""
 
     spec = reg.methods["x.run"]
     assert spec.returns == ANY
     assert spec.job is options
-    assert spec.public and spec.authenticated and spec.admin_only and spec.private
+    assert spec.access is Access.ADMIN
+    assert options.retry is None  # no retries unless asked
+
+
+@pytest.mark.parametrize("access", list(Access))
+def test_every_access_level_can_be_declared(access: Access) -> None:
+    reg = Registry("x")
+
+    @reg.method(access=access)
+    async def call(ctx: Any) -> None:
+        """Call."""
+
+    assert reg.methods["x.call"].access is access
+
+
+def test_a_public_job_is_refused() -> None:
+    reg = Registry("x")
+
+    async def run(ctx: Any, job: Any) -> None:
+        """Run."""
+
+    with pytest.raises(ValueError, match="a job cannot be public"):
+        reg.method(job=JobOptions(), access=Access.PUBLIC)(run)
+    assert reg.methods == {}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"max_attempts": 0},
+        {"base_delay": -1.0},
+        {"base_delay": 10.0, "max_delay": 5.0},
+        {"jitter": 1.0},
+        {"jitter": -0.1},
+    ],
+    ids=repr,
+)
+def test_a_bad_retry_policy_is_refused(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="RetryPolicy"):
+        RetryPolicy(**bad)
 
 
 def test_name_overrides_the_function_name() -> None:
@@ -136,27 +188,71 @@ def test_a_sync_function_is_refused() -> None:
     assert reg.methods == {}
 
 
-def test_hooks_are_kept_in_order() -> None:
+async def test_hooks_become_lifespans_kept_in_order() -> None:
+    """on_startup/on_shutdown are now lifespans (``registry.lifespans``), entered in order at
+    start and left in the reverse order at stop, as the server's exit stack does."""
     reg = Registry("x")
+    ran: list[str] = []
+    app = object()
 
-    def first(app: Any) -> None:
-        pass
+    def first(given: Any) -> None:
+        assert given is app
+        ran.append("first")
 
-    def second(app: Any) -> None:
-        pass
+    async def second(given: Any) -> None:
+        ran.append("second")
+
+    async def stop(given: Any) -> None:
+        ran.append("stop")
+
+    @reg.lifespan
+    async def around(given: Any) -> AsyncIterator[None]:
+        ran.append("around: start")
+        yield
+        ran.append("around: stop")
 
     assert reg.on_startup(first) is first
     reg.on_startup(second)
-    reg.on_shutdown(second)
-    assert reg.startup_hooks == [first, second]
-    assert reg.shutdown_hooks == [second]
+    assert reg.on_shutdown(stop) is stop
+    assert reg.lifespans[0] is around
+    assert len(reg.lifespans) == 4
+    async with contextlib.AsyncExitStack() as stack:
+        for lifespan in reg.lifespans:
+            await stack.enter_async_context(lifespan(app))
+        assert ran == ["around: start", "first", "second"]
+        ran.clear()
+    assert ran == ["stop", "around: stop"]
+
+
+def test_settings_routes_and_collections_are_declared() -> None:
+    reg = Registry("backup")
+    schema = {"properties": {"keep": {"type": "integer"}}}
+    reg.declare_settings(schema, {"keep": 3})
+    assert reg.settings is not None
+    assert (reg.settings.namespace, reg.settings.schema, reg.settings.defaults) == (
+        "backup",
+        schema,
+        {"keep": 3},
+    )
+    with pytest.raises(ValueError, match="declared twice"):
+        reg.declare_settings(schema, {})
+
+    async def hook(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(json={"ok": True})
+
+    route = Route("POST", "/hooks/backup", hook)
+    reg.route(route)
+    assert reg.routes == [route]
+    reg.collection("backup.runs", "Backup runs", open_to_all=True)
+    (collection,) = reg.collections
+    assert (collection.name, collection.open_to_all) == ("backup.runs", True)
 
 
 # -- every real registry ------------------------------------------------------------------
 
 
 def registries() -> Iterator[Registry]:
-    """As Middleware._mount_module finds them (a helper module has none)."""
+    """As the plugin loader finds them (a helper module has none)."""
     for name in MODULES:
         module = importlib.import_module(name)
         found = getattr(module, "registries", None) or [getattr(module, "registry", None)]

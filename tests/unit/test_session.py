@@ -1,43 +1,52 @@
 """A WebSocket session driven in memory: a real (never started) Middleware, a fake transport.
 
-Only what needs no store: framing, batches, notifications, limits, authentication refusals,
-subscriptions and the outbox writer. Job calls need the store: see tests/integration.
+Only what needs no job store: framing, batches, notifications, limits, authentication
+refusals, subscriptions and the outbox writer. The users sessions log in as live in the
+in-memory store (the server is not started). Job calls: see tests/integration.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from middlewared.app import Middleware
-from middlewared.auth.credentials import CredentialKind, Credentials
+from middlewared.auth.credentials import CredentialKind, Credentials, Identity
 from middlewared.config import Limits, ServerConfig
 from middlewared.context import CallContext
 from middlewared.events.bus import ADDED, CHANGED, Event
-from middlewared.events.collections import Collection
-from middlewared.registry import Param, Registry
+from middlewared.registry import Access, Param, Registry
 from middlewared.services import core
 from middlewared.ws.session import (
     CLOSE_TOO_BIG,
     CLOSE_TOO_SLOW,
     CLOSE_UNSUPPORTED,
     Session,
+    State,
 )
 
 JOBS = "core.get_jobs"
-ROOT = Credentials("root", admin=True, kind=CredentialKind.LOGIN_PASSWORD)
-ALICE = Credentials("alice", admin=False, kind=CredentialKind.LOGIN_PASSWORD, allowlist=("t.*",))
+# Users by name, with the ids the directory gives them in this order.
+USERS: dict[str, dict[str, Any]] = {
+    # An administrator who can log in: the directory refuses changes while there is none.
+    "root": {"admin": True, "password": "pw"},
+    "alice": {"allowlist": ["t.*"]},
+    "bob": {"allowlist": ["other.*"]},
+}
+ROOT_ID, ALICE_ID, BOB_ID = 1, 2, 3
 LIMITS = Limits(
     max_frame_unauthenticated=1000,
     max_frame=100_000,
     max_inflight=3,
     max_pending_events=20,
     slow_reader_grace_seconds=0.05,
+    max_batch=5,
+    max_subscriptions=3,
 )
 
 
@@ -54,19 +63,19 @@ class Gates:
 def make_registry(gates: Gates) -> Registry:
     reg = Registry("t")
 
-    @reg.method(params=[Param("value")], public=True)
+    @reg.method(params=[Param("value")], access=Access.PUBLIC)
     async def echo(ctx: CallContext, value: Any) -> Any:
         """Return the value."""
         return value
 
-    @reg.method(params=[Param("name", {"type": "string"})], public=True)
+    @reg.method(params=[Param("name", {"type": "string"})], access=Access.PUBLIC)
     async def hold(ctx: CallContext, name: str) -> str:
         """Say it started, then wait until the test lets it go."""
         gates[name + ".started"].set()
         await gates[name].wait()
         return name
 
-    @reg.method(params=[Param("name", {"type": "string"})], public=True)
+    @reg.method(params=[Param("name", {"type": "string"})], access=Access.PUBLIC)
     async def mark(ctx: CallContext, name: str) -> None:
         """Set a gate (a notification's visible effect)."""
         gates[name].set()
@@ -84,6 +93,8 @@ class FakeTransport:
 
     def __init__(self) -> None:
         self.frames: asyncio.Queue[Any] = asyncio.Queue()
+        # Sends waiting for ``release`` (a socket that takes nothing).
+        self.blocked = 0
         self.closed = asyncio.Event()
         self.close_code: int | None = None
         self.aborted = False
@@ -94,7 +105,11 @@ class FakeTransport:
         self.close_taken.set()
 
     async def send(self, frame: str) -> None:
-        await self.release.wait()
+        self.blocked += 1
+        try:
+            await self.release.wait()
+        finally:
+            self.blocked -= 1
         self.frames.put_nowait(json.loads(frame))
 
     async def send_many(self, frames: list[str]) -> None:
@@ -128,23 +143,57 @@ class Harness:
         await self.send({"jsonrpc": "2.0", "method": method, "params": list(params), "id": msg_id})
         return await self.transport.next()
 
+    def login(self, username: str) -> Credentials:
+        """Log the session in as a password login of ``username`` would (the directory
+        resolves the identity)."""
+        user = self.app.directory.by_name(username)
+        assert user is not None
+        creds = self.session.login(Identity(CredentialKind.LOGIN_PASSWORD, user.id))
+        assert creds is not None and creds.username == username
+        return creds
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    """Let the other tasks run until ``condition`` holds (a deadline, not a delay)."""
+    deadline = asyncio.get_running_loop().time() + 5
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0)
+
 
 @pytest.fixture
 async def h(tmp_path: Path) -> AsyncIterator[Harness]:
     gates = Gates()
-    app = Middleware(ServerConfig(data_dir=tmp_path, builtin_plugins=False, limits=LIMITS))
+    config = ServerConfig(
+        data_dir=tmp_path, builtin_plugins=False, limits=LIMITS, store="memory://"
+    )
+    app = Middleware(config)
     app.mount(core.registry)
     app.mount(make_registry(gates))
-    app.collections.add(Collection(JOBS, "Jobs", open_to_all=True))
+    # The server is not started: only its store and directory, for the users.
+    await app.store.open()
+    await app.directory.load()
+    ids = [(await app.directory.create_user({"username": n, **d})).id for n, d in USERS.items()]
+    assert ids == [ROOT_ID, ALICE_ID, BOB_ID]
     harness = Harness(app, gates)
     harness.session.start()
     yield harness
     await harness.session.close()
+    app.hasher.close()
+    await app.store.close()
 
 
-def event(msg: str, obj_id: int, owner: str | None = "alice", **fields: Any) -> Event:
+def event(
+    msg: str,
+    obj_id: int,
+    owner: int | None = ALICE_ID,
+    method: str = "t.private_data",
+    **fields: Any,
+) -> Event:
+    """A job event: seen by full admins, and by its owner (a user id) if the owner may see
+    the job's method."""
     admin = {"exception": "Traceback ..."}
-    return Event(JOBS, msg, obj_id, {"id": obj_id, **fields}, owner, admin)
+    return Event(JOBS, msg, obj_id, {"id": obj_id, **fields}, owner, admin, method=method)
 
 
 # -- calls ------------------------------------------------------------------------------
@@ -273,7 +322,7 @@ async def test_a_frame_over_the_limit_before_login_closes_1009(h: Harness) -> No
 
 
 async def test_after_login_the_larger_limit_applies(h: Harness) -> None:
-    h.session.login(ROOT)
+    h.login("root")
     reply = await h.call("t.echo", "x" * 2000)
     assert reply["result"] == "x" * 2000
 
@@ -302,19 +351,25 @@ async def test_before_login_only_public_methods(h: Harness) -> None:
 
 
 async def test_after_login_allowlist_and_unknown_methods(h: Harness) -> None:
-    h.session.login(ALICE)
+    h.login("alice")
     assert (await h.call("t.private_data"))["result"] == "data"
     reply = await h.call("no.such")
     assert reply["error"]["code"] == -32601
     assert reply["error"]["message"] == "Method does not exist"
-    h.session.login(Credentials("bob", False, CredentialKind.LOGIN_PASSWORD, ("other.*",)))
+    h.login("bob")
     reply = await h.call("t.private_data")
     assert reply["error"]["code"] == -32001
     assert reply["error"]["data"]["errname"] == "EACCES"
 
 
+async def test_an_identity_that_does_not_resolve_stays_logged_out(h: Harness) -> None:
+    assert h.session.login(Identity(CredentialKind.LOGIN_PASSWORD, 99)) is None
+    assert (h.session.state, h.session.credentials) == (State.CONNECTED, None)
+    assert (await h.call("t.private_data"))["error"]["data"]["error"] == 207
+
+
 async def test_logout_returns_to_the_public_methods_only(h: Harness) -> None:
-    h.session.login(ALICE)
+    h.login("alice")
     h.session.logout()
     assert (await h.call("t.private_data"))["error"]["data"]["error"] == 207
 
@@ -331,9 +386,9 @@ async def test_set_options_answers_the_options_in_effect(h: Harness) -> None:
 
 async def test_tracebacks_only_for_admins_who_ask(h: Harness) -> None:
     await h.call("core.set_options", {"tracebacks": True})
-    h.session.login(ALICE)
+    h.login("alice")
     assert (await h.call("t.hold", 1))["error"]["data"]["trace"] is None
-    h.session.login(ROOT)
+    h.login("root")
     await h.call("core.set_options", {"tracebacks": True})
     trace = (await h.call("t.hold", 1))["error"]["data"]["trace"]
     assert trace is not None and "formatted" in trace
@@ -343,7 +398,7 @@ async def test_tracebacks_only_for_admins_who_ask(h: Harness) -> None:
 
 
 async def test_events_reach_a_subscriber_as_collection_update(h: Harness) -> None:
-    h.session.login(ALICE)
+    h.login("alice")
     sub_id = (await h.call("core.subscribe", JOBS))["result"]
     assert isinstance(sub_id, str)
     h.app.bus.publish(event(ADDED, 1, state="RUNNING"))
@@ -361,42 +416,47 @@ async def test_events_reach_a_subscriber_as_collection_update(h: Harness) -> Non
 
 
 async def test_a_subscriber_sees_only_what_it_may_read(h: Harness) -> None:
-    h.session.login(ALICE)
+    h.login("alice")
     await h.call("core.subscribe", JOBS)
-    h.app.bus.publish(event(CHANGED, 1, owner="bob"))
-    h.app.bus.publish(event(CHANGED, 2, owner="alice"))
+    h.app.bus.publish(event(CHANGED, 1, owner=BOB_ID))
+    h.app.bus.publish(event(CHANGED, 2, owner=None))  # the server's own job: admins only
+    # Her own job, of a method her allow-list (t.*) does not grant: not hers to see.
+    h.app.bus.publish(event(CHANGED, 3, owner=ALICE_ID, method="x.secret"))
+    h.app.bus.publish(event(CHANGED, 4, owner=ALICE_ID))
     frame = await h.transport.next()
-    assert frame["params"]["id"] == 2
+    assert frame["params"]["id"] == 4
     assert "exception" not in frame["params"]["fields"]
 
 
 async def test_an_admin_sees_every_event_with_admin_fields(h: Harness) -> None:
-    h.session.login(ROOT)
+    h.login("root")
     await h.call("core.subscribe", JOBS)
-    h.app.bus.publish(event(CHANGED, 1, owner="bob"))
+    h.app.bus.publish(event(CHANGED, 1, owner=BOB_ID, method="x.secret"))
     frame = await h.transport.next()
     assert frame["params"]["fields"]["exception"] == "Traceback ..."
+    h.app.bus.publish(event(CHANGED, 2, owner=None))
+    assert (await h.transport.next())["params"]["id"] == 2
 
 
 async def test_unknown_collections_are_refused(h: Harness) -> None:
-    h.session.login(ALICE)
+    h.login("alice")
     reply = await h.call("core.subscribe", "no.such.collection")
     assert reply["error"]["data"]["errname"] == "ENOENT"
 
 
 async def test_unsubscribe_and_login_end_subscriptions(h: Harness) -> None:
-    h.session.login(ALICE)
+    h.login("alice")
     sub_id = (await h.call("core.subscribe", JOBS))["result"]
-    assert h.app.bus.has_subscribers(JOBS)
+    assert h.app.bus.has_consumers(JOBS)
     await h.call("core.unsubscribe", sub_id)
-    assert not h.app.bus.has_subscribers(JOBS)
+    assert not h.app.bus.has_consumers(JOBS)
     await h.call("core.subscribe", JOBS)
-    h.session.login(ROOT)
-    assert not h.app.bus.has_subscribers(JOBS)
+    h.login("root")
+    assert not h.app.bus.has_consumers(JOBS)
 
 
 async def test_a_slow_reader_gets_the_latest_state_of_each_object(h: Harness) -> None:
-    h.session.login(ALICE)
+    h.login("alice")
     await h.call("core.subscribe", JOBS)
     h.transport.release.clear()  # the reader stops reading
     h.app.bus.publish(event(CHANGED, 0, version=-1))
@@ -414,7 +474,7 @@ async def test_a_slow_reader_gets_the_latest_state_of_each_object(h: Harness) ->
 
 
 async def test_a_reader_too_far_behind_is_closed_4008(h: Harness) -> None:
-    h.session.login(ALICE)
+    h.login("alice")
     await h.call("core.subscribe", JOBS)
     h.transport.release.clear()
     h.app.bus.publish(event(CHANGED, 0))
@@ -427,7 +487,7 @@ async def test_a_reader_too_far_behind_is_closed_4008(h: Harness) -> None:
 
 
 async def test_a_reader_that_does_not_take_the_close_is_reset(h: Harness) -> None:
-    h.session.login(ALICE)
+    h.login("alice")
     await h.call("core.subscribe", JOBS)
     h.transport.release.clear()  # the writer blocks, as on a full socket
     h.transport.close_taken.clear()
@@ -441,50 +501,117 @@ async def test_a_reader_that_does_not_take_the_close_is_reset(h: Harness) -> Non
 
 
 async def test_error_replies_nobody_reads_stop_the_reading_too(h: Harness) -> None:
-    h.transport.release.clear()  # the first reply's send blocks, as on a full socket
-    sent = 0
-    reading: asyncio.Task[None] | None = None
-    while reading is None and sent < 2 * LIMITS.max_inflight + 2:
-        task = asyncio.create_task(h.send("{not json"))
-        sent += 1
-        await asyncio.sleep(0.02)
-        if not task.done():
-            reading = task
-    assert reading is not None, sent
-    assert len(h.session.outbox) == LIMITS.max_inflight
+    h.transport.release.clear()  # sends block, as on a full socket
+    outbox = h.session.outbox
+    await h.send("{not json")
+    await until(lambda: h.transport.blocked == 1, "the writer to be stuck on the first reply")
+    # The next replies wait in the outbox; requests are read while fewer than max_inflight
+    # wait...
+    for waiting in range(1, LIMITS.max_inflight):
+        await asyncio.wait_for(h.send("{not json"), 5)
+        assert len(outbox) == waiting
+    # ... and the one whose reply reaches the bound is where the reading stops.
+    reading = asyncio.create_task(h.send("{not json"))
+    await until(lambda: len(outbox) == LIMITS.max_inflight, "the reply that reaches the bound")
+    assert not reading.done()
     h.transport.release.set()
     await asyncio.wait_for(reading, 5)
-    for _ in range(sent):
+    for _ in range(LIMITS.max_inflight + 1):
         assert (await h.transport.next())["error"]["code"] == -32700
+    assert h.transport.frames.empty()
 
 
 async def test_replies_nobody_reads_stop_the_reading(h: Harness) -> None:
-    h.transport.release.clear()  # the first reply's send blocks, as on a full socket
-    sent = 0
-    reading: asyncio.Task[None] | None = None
-    while reading is None and sent < 2 * LIMITS.max_inflight + 2:
-        task = asyncio.create_task(h.send({"jsonrpc": "2.0", "method": "core.ping", "id": sent}))
+    h.transport.release.clear()  # sends block, as on a full socket
+    outbox = h.session.outbox
+
+    def ping(msg_id: int) -> dict[str, Any]:
+        return {"jsonrpc": "2.0", "method": "core.ping", "id": msg_id}
+
+    # The first reply is sent by its call's own task, the second by the writer: both stuck.
+    await h.send(ping(0))
+    await until(lambda: h.transport.blocked == 1, "the first reply to be stuck")
+    await h.send(ping(1))
+    await until(lambda: h.transport.blocked == 2, "the writer to be stuck on the second")
+    sent = 2
+
+    def holds(n: int) -> Callable[[], bool]:
+        return lambda: len(outbox) == n
+
+    # Then replies wait in the outbox up to the bound, the connection reading meanwhile...
+    for waiting in range(1, LIMITS.max_inflight + 1):
+        await asyncio.wait_for(h.send(ping(sent)), 5)
         sent += 1
-        await asyncio.sleep(0.02)
-        if not task.done():
-            reading = task
-    # One reply being sent, the rest waiting in the outbox up to the bound: then the
-    # connection reads nothing more (the request that reached the bound is answered too).
-    assert reading is not None, sent
-    assert LIMITS.max_inflight <= len(h.session.outbox) <= LIMITS.max_inflight + 1
+        await until(holds(waiting), f"{waiting} replies to wait")
+    # ... then it reads nothing more (the request that found the bound reached is answered
+    # too: its reply is queued past the bound, and none after it).
+    reading = asyncio.create_task(h.send(ping(sent)))
+    sent += 1
+    await until(holds(LIMITS.max_inflight + 1), "the last request's reply")
+    assert not reading.done()
     h.transport.release.set()
     await asyncio.wait_for(reading, 5)
     ids = {(await h.transport.next())["id"] for _ in range(sent)}
     assert ids == set(range(sent))
+    assert h.transport.frames.empty()
+
+
+async def test_a_batch_over_the_limit_is_refused_whole(h: Harness) -> None:
+    calls = [
+        {"jsonrpc": "2.0", "method": "t.mark", "params": [f"m{i}"], "id": i}
+        for i in range(LIMITS.max_batch + 1)
+    ]
+    await h.send(calls)
+    reply = await h.transport.next()
+    assert isinstance(reply, dict) and reply["id"] is None
+    assert reply["error"]["code"] == -32600
+    assert f"at most {LIMITS.max_batch}" in reply["error"]["data"]["reason"]
+    assert not any(h.gates[f"m{i}"].is_set() for i in range(LIMITS.max_batch + 1))
+    # One at the limit is taken.
+    await h.send(calls[: LIMITS.max_batch])
+    assert len(await h.transport.next()) == LIMITS.max_batch
+
+
+async def test_subscriptions_per_connection_are_bounded(h: Harness) -> None:
+    h.login("alice")
+    subs = [
+        (await h.call("core.subscribe", JOBS))["result"] for _ in range(LIMITS.max_subscriptions)
+    ]
+    reply = await h.call("core.subscribe", JOBS)
+    assert reply["error"]["data"]["errname"] == "EBUSY"
+    await h.call("core.unsubscribe", subs[0])
+    assert isinstance((await h.call("core.subscribe", JOBS))["result"], str)
+
+
+async def test_a_revoked_identity_is_logged_out_and_told_why(h: Harness) -> None:
+    h.login("alice")
+    await h.call("core.subscribe", JOBS)
+    # Her allow-list changes: the session takes her rights as they are now.
+    await h.app.directory.update_user(ALICE_ID, {"allowlist": ["other.*"]})
+    reply = await h.call("t.private_data")
+    assert reply["error"]["data"]["errname"] == "EACCES"
+    # The events of her t.* jobs no longer reach her.
+    h.app.bus.publish(event(CHANGED, 1))
+    h.app.bus.publish(event(CHANGED, 2, method="other.run"))
+    assert (await h.transport.next())["params"]["id"] == 2
+    # Locked: logged out at once, the subscription ended with a notice saying why.
+    await h.app.directory.update_user(ALICE_ID, {"locked": True})
+    notice = await h.transport.next()
+    assert notice["method"] == "notify_unsubscribed"
+    assert notice["params"]["collection"] == JOBS
+    assert "revoked" in notice["params"]["error"]["reason"]
+    assert (h.session.state, h.session.credentials) == (State.CONNECTED, None)
+    assert not h.app.bus.has_consumers(JOBS)
+    assert (await h.call("t.private_data"))["error"]["data"]["error"] == 207
 
 
 async def test_close_cancels_calls_and_ends_subscriptions(h: Harness) -> None:
-    h.session.login(ALICE)
+    h.login("alice")
     await h.call("core.subscribe", JOBS)
     await h.send({"jsonrpc": "2.0", "method": "t.hold", "params": ["never"], "id": 1})
     await h.gates["never.started"].wait()
     await h.session.close()
-    assert not h.app.bus.has_subscribers(JOBS)
+    assert not h.app.bus.has_consumers(JOBS)
     h.app.bus.publish(event(CHANGED, 1))
     assert h.transport.frames.empty()
     await h.session.close()  # twice is harmless

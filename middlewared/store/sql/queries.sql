@@ -14,32 +14,52 @@ SELECT value FROM counters WHERE name = :name;
 UPDATE counters SET value = :value WHERE name = :name AND value < :value;
 
 -- name: insert_job
-INSERT INTO jobs (id, method, state, owner, description, time_started, time_finished,
-                  progress_percent, error, retry_on_restart, record)
-VALUES (:id, :method, :state, :owner, :description, :time_started, :time_finished,
-        :progress_percent, :error, :retry_on_restart, :record);
+INSERT INTO jobs (id, method, state, owner, owner_id, api_key_id, origin, lock_key, attempt,
+                  run_after, description, time_started, time_finished, progress_percent, error,
+                  retry_on_restart, record)
+VALUES (:id, :method, :state, :owner, :owner_id, :api_key_id, :origin, :lock_key, :attempt,
+        :run_after, :description, :time_started, :time_finished, :progress_percent, :error,
+        :retry_on_restart, :record);
 
 -- name: update_job
 UPDATE jobs SET state = :state, description = :description, time_started = :time_started,
        time_finished = :time_finished, progress_percent = :progress_percent, error = :error,
-       record = :record
+       attempt = :attempt, run_after = :run_after, record = :record
 WHERE id = :id;
 
 -- name: get_job
 SELECT record FROM jobs WHERE id = :id;
 
 -- name: unfinished_jobs
-SELECT record, retry_on_restart FROM jobs WHERE state IN ('WAITING', 'RUNNING') ORDER BY id;
+SELECT record, retry_on_restart, owner_id, origin FROM jobs
+WHERE state IN ('WAITING', 'RUNNING') ORDER BY id;
 
 -- Retention. Only finished jobs have a time_finished: both walk the jobs_finished index
 -- (by state and id instead, each scanned and sorted every finished job).
 
 -- name: expired_job_ids
-SELECT id FROM jobs WHERE time_finished < :before ORDER BY time_finished LIMIT :limit;
+SELECT id, owner_id, method, api_key_id FROM jobs WHERE time_finished < :before
+ORDER BY time_finished LIMIT :limit;
+
+-- name: job_owners
+-- Retention by count is per owner (one user's flood never purges another's jobs). The
+-- owners are found by one index seek each (a loose index scan), not by reading every row.
+WITH RECURSIVE owners (owner_id) AS (
+    SELECT MIN(owner_id) FROM jobs WHERE owner_id IS NOT NULL
+    UNION ALL
+    SELECT (SELECT MIN(j.owner_id) FROM jobs j WHERE j.owner_id > owners.owner_id)
+    FROM owners WHERE owners.owner_id IS NOT NULL
+)
+SELECT owner_id FROM owners WHERE owner_id IS NOT NULL;
 
 -- name: finished_job_ids_beyond
--- Past the newest :keep by finishing time: skips :keep index entries, never reads their rows.
-SELECT id FROM jobs WHERE time_finished IS NOT NULL
+-- Past the newest :keep of one owner by finishing time: skips :keep entries of the
+-- (owner_id, time_finished) index, never reads their rows.
+SELECT id, owner_id, method, api_key_id FROM jobs WHERE owner_id = :owner_id AND time_finished IS NOT NULL
+ORDER BY time_finished DESC LIMIT :limit OFFSET :keep;
+
+-- name: finished_job_ids_beyond_no_owner
+SELECT id, owner_id, method, api_key_id FROM jobs WHERE owner_id IS NULL AND time_finished IS NOT NULL
 ORDER BY time_finished DESC LIMIT :limit OFFSET :keep;
 
 -- name: job_id_span
@@ -47,6 +67,9 @@ SELECT (SELECT MAX(id) FROM jobs) - (SELECT MIN(id) FROM jobs) + 1 AS span;
 
 -- name: delete_job
 DELETE FROM jobs WHERE id = :id;
+
+-- name: job_ref
+SELECT owner_id, method, api_key_id FROM jobs WHERE id = :id;
 
 -- name: insert_user
 INSERT INTO users (id, username, full_name, password_hash, admin, locked, allowlist, created)
@@ -65,8 +88,8 @@ SELECT id, username, full_name, password_hash, admin, locked, allowlist, created
 FROM users ORDER BY id;
 
 -- name: insert_api_key
-INSERT INTO api_keys (id, name, username, key_hash, allowlist, created, expires)
-VALUES (:id, :name, :username, :key_hash, :allowlist, :created, :expires);
+INSERT INTO api_keys (id, name, username, user_id, key_hash, allowlist, created, expires)
+VALUES (:id, :name, :username, :user_id, :key_hash, :allowlist, :created, :expires);
 
 -- name: update_api_key
 UPDATE api_keys SET name = :name, allowlist = :allowlist, expires = :expires WHERE id = :id;
@@ -75,10 +98,17 @@ UPDATE api_keys SET name = :name, allowlist = :allowlist, expires = :expires WHE
 DELETE FROM api_keys WHERE id = :id;
 
 -- name: delete_user_api_keys
-DELETE FROM api_keys WHERE username = :username;
+DELETE FROM api_keys WHERE user_id = :user_id;
 
 -- name: all_api_keys
-SELECT id, name, username, key_hash, allowlist, created, expires FROM api_keys ORDER BY id;
+SELECT id, name, user_id, key_hash, allowlist, created, expires FROM api_keys ORDER BY id;
+
+-- name: all_settings
+SELECT namespace, value FROM settings ORDER BY namespace;
+
+-- name: set_settings
+INSERT INTO settings (namespace, value) VALUES (:namespace, :value)
+ON CONFLICT (namespace) DO UPDATE SET value = excluded.value;
 
 -- name: restore_config
 -- Runs with the snapshot attached as "bak", in one transaction.
@@ -86,15 +116,24 @@ DELETE FROM users;
 INSERT INTO users (id, username, full_name, password_hash, admin, locked, allowlist, created)
 SELECT id, username, full_name, password_hash, admin, locked, allowlist, created FROM bak.users;
 DELETE FROM api_keys;
-INSERT INTO api_keys (id, name, username, key_hash, allowlist, created, expires)
-SELECT id, name, username, key_hash, allowlist, created, expires FROM bak.api_keys;
+INSERT INTO api_keys (id, name, username, user_id, key_hash, allowlist, created, expires)
+SELECT id, name, username, user_id, key_hash, allowlist, created, expires FROM bak.api_keys;
 DELETE FROM meta;
 INSERT INTO meta (name, value) SELECT name, value FROM bak.meta;
-INSERT INTO jobs (id, method, state, owner, description, time_started, time_finished,
-                  progress_percent, error, retry_on_restart, record)
-SELECT id, method, state, owner, description, time_started, time_finished,
-       progress_percent, error, retry_on_restart, record
+DELETE FROM settings;
+INSERT INTO settings (namespace, value) SELECT namespace, value FROM bak.settings;
+INSERT INTO jobs (id, method, state, owner, owner_id, api_key_id, origin, lock_key, attempt,
+                  run_after, node, description, time_started, time_finished, progress_percent, error,
+                  retry_on_restart, record)
+SELECT id, method, state, owner, owner_id, api_key_id, origin, lock_key, attempt,
+       run_after, node, description, time_started, time_finished, progress_percent, error,
+       retry_on_restart, record
 FROM bak.jobs
 WHERE state IN ('SUCCESS', 'FAILED', 'ABORTED') AND id NOT IN (SELECT id FROM jobs);
 UPDATE counters SET value = (SELECT b.value FROM bak.counters b WHERE b.name = counters.name)
 WHERE value < (SELECT b.value FROM bak.counters b WHERE b.name = counters.name);
+
+-- name: finished_job_records
+-- Backends without a dialect (memory) filter these in Python; SQL backends compile filters.
+SELECT record, owner_id, api_key_id FROM jobs
+WHERE state IN ('SUCCESS', 'FAILED', 'ABORTED') ORDER BY id;

@@ -1,33 +1,42 @@
-"""The job engine: queue, locks, concurrency, abort, persistence and events. No sockets."""
+"""The job engine: runs one job through its states (progress, pipes, logs, abort, timeout,
+retries), stores every transition and publishes it. The queue decides when a job runs.
+No sockets."""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import errno
 import logging
+import os
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from pathlib import Path
 from typing import Any
 
-from middlewared.auth.credentials import CredentialKind, Credentials
-from middlewared.errors import Busy, CallError, MiddlewareError, NotFound, PermissionDenied
-from middlewared.events.bus import ADDED, CHANGED, REMOVED, Event, EventBus
+from middlewared import jsonc
+from middlewared.auth.credentials import Credentials
+from middlewared.errors import CallError, MiddlewareError, ValidationErrors
+from middlewared.events.bus import EventBus
+from middlewared.jobs.events import COLLECTION, JobEvents
+from middlewared.jobs.files import JobFiles
 from middlewared.jobs.job import ENDED, Job, JobState, Snapshot, now_ms
-from middlewared.jobs.locks import Locks
 from middlewared.jobs.logs import JobLog
 from middlewared.jobs.pipes import Pipes
 from middlewared.jobs.progress import ProgressCoalescer
+from middlewared.jobs.queue import JobQueue, LocalQueue
 from middlewared.jobs.store import JobStore
 from middlewared.jobs.unstored import UnstoredEnds
-from middlewared.registry import JobOptions, MethodSpec
+from middlewared.registry import MethodSpec, RetryPolicy
 
 log = logging.getLogger(__name__)
 
-COLLECTION = "core.get_jobs"
+__all__ = ["COLLECTION", "JobAborted", "JobEngine"]
 
 Invoke = Callable[[Job], Awaitable[Any]]
+
+# A result larger than this (encoded) is kept in a file of its own, not in the job's record
+# (which every page of core.get_jobs and every event carries).
+DEFAULT_MAX_RESULT_BYTES = 1024 * 1024
 
 
 class JobAborted(CallError):
@@ -37,30 +46,51 @@ class JobAborted(CallError):
         super().__init__(reason)
 
 
-def _resolve(spec: Callable[[Sequence[Any]], str | None] | str | None, args: list[Any]) -> Any:
+def resolve_option(
+    spec: Callable[[Sequence[Any]], str | None] | str | None, args: list[Any]
+) -> Any:
+    """A job option given as a value or as a function of the call's arguments."""
     return spec(args) if callable(spec) else spec
 
 
-class JobManager:
+class JobEngine:
     """Runs jobs; publishes every visible change on the bus; persists every transition."""
 
-    def __init__(self, store: JobStore, bus: EventBus, logs_dir: Path, invoke: Invoke) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        bus: EventBus,
+        files: JobFiles,
+        invoke: Invoke,
+        queue: JobQueue | None = None,
+        max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+    ) -> None:
         self.store = store
-        self.bus = bus
-        self.logs_dir = logs_dir
+        self.files = files
         self.invoke = invoke
+        self.queue: JobQueue = queue or LocalQueue(store)
+        self.max_result_bytes = max_result_bytes
         self.live: dict[int, Job] = {}
-        self.locks = Locks()
-        self._semaphores: dict[str, asyncio.Semaphore] = {}
-        self._progress = ProgressCoalescer(self._publish_changed)
+        # Jobs that have not ended, by owner (a bound per user is checked at each submit).
+        self._unended: dict[int | None, int] = {}
+        self.events = JobEvents(bus)
+        self._progress = ProgressCoalescer(self._publish_progress)
         self._accepting = True
         self._abort_reason = "Job aborted"
         # Endings of jobs whose task was cancelled before it ran (see _task_done).
         self._unstarted: set[asyncio.Task[None]] = set()
         # Ended jobs whose final state waits for the store to take it.
         self._unstored = UnstoredEnds(store, self._forget)
-        # Jobs whose start is stored and published at the end of this loop step (_start_soon).
+        # Jobs whose start is stored and published at the end of this loop step (_persist_soon).
         self._starting: dict[int, Job] = {}
+
+    @property
+    def bus(self) -> EventBus:
+        return self.events.bus
+
+    @bus.setter
+    def bus(self, bus: EventBus) -> None:
+        self.events.bus = bus
 
     # -- submitting ---------------------------------------------------------------------
     async def submit(
@@ -71,49 +101,46 @@ class JobManager:
         credentials: Credentials,
         message_id: Any = None,
         pipes: Pipes | None = None,
+        origin: str = "call",
     ) -> Job:
         """Create (or merge into) a job and return it once it is durably recorded.
 
-        A call that opens pipes always gets a job of its own (pipes cannot be shared).
+        A call is merged into a waiting job only when it is the same call (method and
+        arguments) of the same user and the lock's queue is full; a call that opens pipes
+        always gets a job of its own.
         """
         options = spec.job
         assert options is not None, f"{spec.name} is not a job"
         if not self._accepting:
             raise CallError("The server is shutting down", errno.ESHUTDOWN)
-        lock_key = _resolve(options.lock, args)
-        if lock_key is not None and pipes is None:
-            merged = await self._merge(lock_key, options, message_id)
-            if merged is not None:
-                return merged
         job = Job(
-            id=self.store.allocate_id(),
+            id=0,
             method=spec.name,
             options=options,
             arguments=args,
             shown_arguments=shown_args,
             credentials=credentials,
             message_id=message_id,
-            lock_key=lock_key,
-            description=_resolve(options.description, args),
+            lock_key=resolve_option(options.lock, args),
+            description=resolve_option(options.description, args),
+            origin=origin,
         )
         if pipes is not None:
             job.pipes = pipes
+        target = self.queue.merge_target(job, options.lock_queue_size)
+        if target is not None:
+            await target.persisted
+            if message_id is not None:
+                target.message_ids.append(message_id)
+                # Merges are not stored one by one: the record carries them at its next
+                # transition; subscribers hear of it through the progress coalescer.
+                self._progress.touch(target)
+            log.info("job %d: call %r merged into it", target.id, message_id)
+            return target
+        job.id = self.queue.allocate_id()
         self._start(job)
         await job.persisted
         return job
-
-    async def _merge(self, key: str, options: JobOptions, message_id: Any) -> Job | None:
-        if options.lock_queue_size == 0 and self.locks.busy(key):
-            raise Busy(f"A job with lock {key!r} is already running")
-        target = self.locks.last_waiting(key, options.lock_queue_size)
-        if target is None:
-            return None
-        await target.persisted
-        if message_id is not None:
-            target.message_ids.append(message_id)
-        self._persist_and_publish(target)
-        log.info("job %d: call %r merged into it (lock %r)", target.id, message_id, key)
-        return target
 
     def _start(self, job: Job) -> None:
         """Register the job, queue its insert, and start its task (which waits for the insert)."""
@@ -128,11 +155,12 @@ class JobManager:
     def _launch(self, job: Job, write: asyncio.Future[None] | None, snap: Snapshot | None) -> None:
         """Register the job and start its task; ``write`` stores ``snap``, its first record."""
         self.live[job.id] = job
+        self._unended[job.owner_id] = self._unended.get(job.owner_id, 0) + 1
+        job.counted = True
         job.on_change = self._on_change
         if job.options.logs:
-            job.logs = JobLog(self.logs_dir / f"{job.id}.log")
-        if job.lock_key is not None:
-            self.locks.enqueue(job.lock_key, job)
+            job.logs = JobLog(self.files.log(job.id))
+        self.queue.add(job)
         if write is not None and snap is not None:
             # ADDED (the record just stored) goes out the moment the write is durable, before
             # anything else can publish about the job: it is the write's first callback, and
@@ -146,7 +174,7 @@ class JobManager:
 
     def _announce(self, job: Job, snap: Snapshot, write: asyncio.Future[None]) -> None:
         if not write.cancelled() and write.exception() is None:
-            self._publish(job, ADDED, snap)
+            self.events.publish(job, snap, added=True)
 
     # -- running ------------------------------------------------------------------------
     def _task_done(self, job: Job, task: asyncio.Task[None]) -> None:
@@ -162,70 +190,86 @@ class JobManager:
         try:
             await asyncio.shield(job.persisted)
         except MiddlewareError as e:
+            self._uncount(job)
             self._forget(job)
             job.done.set_exception(e)
         else:
             await self._end(job, JobState.ABORTED, JobAborted(self._abort_reason))
         finally:
-            if job.lock_key is not None:
-                self.locks.release(job.lock_key, job)
+            self.queue.release(job)
 
     async def _run(self, job: Job) -> None:
         try:
             try:
                 await asyncio.shield(job.persisted)
             except MiddlewareError as e:
+                self._uncount(job)
                 self._forget(job)
                 job.done.set_exception(e)
                 return
             log.debug("job %d (%s) queued", job.id, job.method)
-            await self._execute(job)
+            while not await self._attempt(job):
+                log.info("job %d (%s): attempt %d will run", job.id, job.method, job.attempt)
         except asyncio.CancelledError as e:
             reason = e.args[0] if e.args and isinstance(e.args[0], str) else self._abort_reason
             await self._end(job, JobState.ABORTED, JobAborted(reason))
         except Exception as e:
             await self._end(job, JobState.FAILED, e)
         finally:
-            if job.lock_key is not None:
-                self.locks.release(job.lock_key, job)
+            self.queue.release(job)
 
-    async def _execute(self, job: Job) -> None:
-        if job.lock_key is not None:
-            await self.locks.turn(job.lock_key, job)
-        sem = self._semaphore(job)
-        if sem is not None:
-            await sem.acquire()
+    async def _attempt(self, job: Job) -> bool:
+        """Run one attempt. True when the job ended; False when it went back to WAITING to
+        be retried (its lock and slot given up meanwhile)."""
+        await self.queue.claim(job)
+        job.transition(JobState.RUNNING)
+        self._persist_soon(job)
+        # Routine transitions at DEBUG: two INFO lines per job cost 10-15 % of job
+        # throughput (docs/performance.md); failures are logged at WARNING.
+        log.debug("job %d (%s) running", job.id, job.method)
         try:
-            job.transition(JobState.RUNNING)
-            self._persist_soon(job)
-            # Routine transitions at DEBUG: two INFO lines per job cost 10-15 % of job
-            # throughput (docs/performance.md); failures are logged at WARNING below.
-            log.debug("job %d (%s) running", job.id, job.method)
             _check_pipes(job)
-            if job.options.timeout is not None:
-                try:
-                    async with asyncio.timeout(job.options.timeout):
-                        result = await self.invoke(job)
-                except TimeoutError:
-                    raise CallError(
-                        f"Job timed out after {job.options.timeout} seconds", errno.ETIMEDOUT
-                    ) from None
-            else:
-                result = await self.invoke(job)
-            job.result = result
-            await self._end(job, JobState.SUCCESS, None)
-        finally:
-            if sem is not None:
-                sem.release()
+            result = await self._invoke(job)
+        except Exception as e:
+            policy = job.options.retry
+            if policy is None or not _retryable(policy, job, e):
+                raise
+            self._retry_later(job, policy, e)
+            return False
+        job.result = result
+        await self._end(job, JobState.SUCCESS, None)
+        return True
 
-    def _semaphore(self, job: Job) -> asyncio.Semaphore | None:
-        limit = job.options.max_concurrency
-        if limit is None:
-            return None
-        sem = self._semaphores.get(job.method)
-        if sem is None:
-            sem = self._semaphores[job.method] = asyncio.Semaphore(limit)
-        return sem
+    async def _invoke(self, job: Job) -> Any:
+        timeout = job.options.timeout
+        if timeout is None:
+            return await self.invoke(job)
+        try:
+            async with asyncio.timeout(timeout):
+                return await self.invoke(job)
+        except TimeoutError:
+            raise CallError(f"Job timed out after {timeout} seconds", errno.ETIMEDOUT) from None
+
+    def _retry_later(self, job: Job, policy: RetryPolicy, exc: Exception) -> None:
+        """Back to WAITING with the delay of the next attempt; the lock and slot go meanwhile
+        to the next job (it queues again behind the lock's waiters)."""
+        delay = min(policy.max_delay, policy.base_delay * 2 ** (job.attempt - 1))
+        delay *= 1 + random.uniform(-policy.jitter, policy.jitter)
+        job.set_failure(exc)
+        job.transition(JobState.WAITING)
+        job.attempt += 1
+        job.run_after = now_ms() + int(delay * 1000)
+        self.queue.release(job)
+        self.queue.add(job)
+        log.warning(
+            "job %d (%s) attempt %d failed (%s); retrying in %.1f s",
+            job.id,
+            job.method,
+            job.attempt - 1,
+            job.error,
+            delay,
+        )
+        self._persist_and_publish(job)
 
     async def _end(self, job: Job, state: JobState, exc: BaseException | None) -> None:
         if job.ended:
@@ -233,11 +277,16 @@ class JobManager:
         self._starting.pop(job.id, None)  # its end is what gets stored and published
         if exc is not None:
             job.set_failure(exc, aborted=state is JobState.ABORTED)
+        elif state is JobState.SUCCESS:
+            job.error = job.exception = job.exc_info = None  # a retry that succeeded
         job.transition(state)
         self._progress.forget(job)
+        self._uncount(job)
         await _close_pipes(job, state)
         if job.logs is not None:
             job.logs_excerpt = job.logs.close()
+        if state is JobState.SUCCESS:
+            await self._keep_large_result(job)
         stored = True
         if not job.options.transient:
             snap = job.snapshot()
@@ -246,7 +295,7 @@ class JobManager:
             except Exception as e:
                 log.error("job %d: final state not stored yet, kept in memory: %s", job.id, e)
                 stored = False
-            self._publish(job, CHANGED, snap)
+            self.events.publish(job, snap)
         level = logging.DEBUG if state is JobState.SUCCESS else logging.WARNING
         log.log(
             level,
@@ -265,8 +314,28 @@ class JobManager:
         else:
             self._unstored.keep(job)
 
+    async def _keep_large_result(self, job: Job) -> None:
+        """A result too large for the record goes to a file of its own (``core.job_wait``
+        and ``core.job_download_result`` read it); the record says how large it was."""
+        result = job.result
+        if result is None or isinstance(result, bool | int | float) or job.options.transient:
+            return
+        encoded = jsonc.dumps(result).encode("utf-8", "surrogatepass")
+        if len(encoded) <= self.max_result_bytes:
+            return
+        path = self.files.result(job.id)
+        await asyncio.to_thread(_write_private, path, encoded)
+        job.result_size = len(encoded)
+
     def _forget(self, job: Job) -> None:
         self.live.pop(job.id, None)
+
+    def _uncount(self, job: Job) -> None:
+        if job.counted:
+            job.counted = False
+            left = self._unended.pop(job.owner_id, 1) - 1
+            if left:
+                self._unended[job.owner_id] = left
 
     # -- events -------------------------------------------------------------------------
     def _on_change(self, job: Job, progress_only: bool) -> None:
@@ -301,107 +370,31 @@ class JobManager:
         if not job.options.transient:
             snap = job.snapshot()
             self.store.update(job, snap)
-            self._publish(job, CHANGED, snap)
+            self.events.publish(job, snap)
 
-    def _publish_changed(self, job: Job) -> None:
+    def _publish_progress(self, job: Job) -> None:
         """Progress: nothing is stored, and the frame is encoded only if a reader takes it."""
-        self._publish(job, CHANGED)
-
-    def _publish(self, job: Job, msg: str, snap: Snapshot | None = None) -> None:
-        if job.options.transient or not self.bus.has_subscribers(COLLECTION):
-            return
-        self.bus.publish(_event(job, msg, snap))
-
-    def publish_removed(self, job_ids: list[int]) -> None:
-        if self.bus.has_subscribers(COLLECTION):
-            for job_id in job_ids:
-                self.bus.publish(Event(COLLECTION, REMOVED, job_id, None, None))
+        if not job.options.transient:
+            self.events.publish(job, None)
 
     # -- control ------------------------------------------------------------------------
-    def get_live(self, job_id: int, credentials: Credentials) -> Job:
-        job = self.live.get(job_id)
-        if job is None or not credentials.may_read(job.credentials.username):
-            raise NotFound(f"Job {job_id} is not running")
-        return job
+    def get_live(self, job_id: int) -> Job | None:
+        return self.live.get(job_id)
 
-    def abort(self, job_id: int, credentials: Credentials) -> None:
-        job = self.get_live(job_id, credentials)
+    def abort(self, job: Job) -> None:
+        """Abort a waiting job, or a running one that is abortable (the caller checked who
+        may)."""
         if job.state is JobState.RUNNING and not job.options.abortable:
-            raise CallError(f"Job {job_id} ({job.method}) is not abortable", errno.EINVAL)
-        if not credentials.admin and job.credentials.username != credentials.username:
-            raise PermissionDenied(f"Job {job_id} belongs to another user")
+            raise CallError(f"Job {job.id} ({job.method}) is not abortable", errno.EINVAL)
         if job.task is not None and not job.ended:
             log.info("job %d (%s) abort requested", job.id, job.method)
             job.task.cancel()
 
     # -- lifecycle ----------------------------------------------------------------------
-    async def recover(
-        self,
-        lookup: Callable[[str], MethodSpec | None],
-        credentials_for: Callable[[str], Credentials | None],
-    ) -> int:
-        """After a restart: fail (or re-queue) the jobs that were pending. Returns the count.
-
-        A job is re-queued only when its method is declared safe to retry, it had no secret
-        arguments (those were never stored) and its owner still exists: it runs again with
-        that owner's credentials as they are now.
-        """
-        await self.store.load_counter()
-        pending = await self.store.unfinished()
-        for record, retry in pending:
-            owner = (record.get("credentials") or {}).get("data", {}).get("username")
-            spec = lookup(record["method"]) if retry else None
-            creds = credentials_for(owner) if spec is not None and owner else None
-            if (
-                spec is not None
-                and spec.job is not None
-                and creds is not None
-                and not (spec.secret_params)
-            ):
-                self._requeue(spec, record, creds)
-                continue
-            was = record["state"]
-            record["state"] = JobState.FAILED.value
-            record["time_finished"] = {"$date": now_ms()}
-            record["error"] = f"Interrupted: the server stopped while the job was {was}"
-            record["exception"] = record["error"]
-            record["exc_info"] = {
-                "type": "Interrupted",
-                "errno": errno.EINTR,
-                "errname": "EINTR",
-                "extra": None,
-                "repr": record["error"],
-            }
-            await self.store.save_record(record, owner)
-            log.warning(
-                "job %d (%s) was %s when the server stopped: marked FAILED",
-                record["id"],
-                record["method"],
-                was,
-            )
-        return len(pending)
-
-    def _requeue(self, spec: MethodSpec, record: dict[str, Any], creds: Credentials) -> None:
-        assert spec.job is not None
-        kind = str((record.get("credentials") or {}).get("type"))
-        if kind in CredentialKind.__members__:
-            creds = dataclasses.replace(creds, kind=CredentialKind(kind))
-        job = Job(
-            record["id"],
-            spec.name,
-            spec.job,
-            list(record["arguments"]),
-            list(record["arguments"]),
-            creds,
-            None,
-            _resolve(spec.job.lock, record["arguments"]),
-            record["description"],
-        )
-        job.message_ids = list(record.get("message_ids") or [])
-        job.time_started = (record.get("time_started") or {}).get("$date", job.time_started)
+    def relaunch(self, job: Job) -> None:
+        """Run a job recovered after a restart (its row exists: it is updated, not inserted)."""
         snap = job.snapshot()
         self._launch(job, self.store.update(job, snap), snap)
-        log.warning("job %d (%s) re-queued after a restart", job.id, job.method)
 
     async def shutdown(self, grace: float) -> None:
         """Stop taking jobs; let running ones finish within ``grace``; abort the rest."""
@@ -421,19 +414,25 @@ class JobManager:
     def ended_live_ids(self) -> list[int]:
         return [j.id for j in self.live.values() if j.state in ENDED]
 
+    def live_count(self, owner_id: int | None) -> int:
+        """Jobs of ``owner_id`` that have not ended yet."""
+        return self._unended.get(owner_id, 0)
 
-def _event(job: Job, msg: str, snap: Snapshot | None) -> Event:
-    """The event for ``job``: from ``snap`` (and its JSON) when given, else as it is now."""
-    if snap is None:
-        fields = job.record(admin=False)
-        exception = job.exception
-        encoded = None
-    else:
-        fields, exception, encoded = snap.record, snap.record["exception"], snap.encoded
-        if exception:
-            fields = {**fields, "exception": None}
-    admin = {"exception": exception} if exception else None
-    return Event(COLLECTION, msg, job.id, fields, job.credentials.username, admin, encoded)
+
+def _retryable(policy: RetryPolicy, job: Job, exc: Exception) -> bool:
+    """Never after a validation error (the input will not get better), nor when the
+    attempts are used up, nor for an errno the policy does not name."""
+    if job.attempt >= policy.max_attempts or isinstance(exc, ValidationErrors):
+        return False
+    if policy.errnos:
+        return isinstance(exc, MiddlewareError) and exc.errno in policy.errnos
+    return True
+
+
+def _write_private(path: Any, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
 
 
 def _check_pipes(job: Job) -> None:

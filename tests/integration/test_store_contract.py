@@ -1,0 +1,241 @@
+"""The store contract, run against every backend: what the server may rely on from a store
+(its named queries and their semantics, writes, snapshots). A new backend (PostgreSQL)
+only has to pass this class."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from middlewared import jsonc
+from middlewared.errors import CallError
+from middlewared.store import Store, open_store
+from middlewared.store.base import Op
+
+BACKENDS = ["sqlite", "memory"]
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    url = f"sqlite://{tmp_path / 'store.db'}" if request.param == "sqlite" else "memory://"
+    s = open_store(url)
+    await s.open()
+    yield s
+    await s.close()
+
+
+def job_row(
+    job_id: int, state: str = "SUCCESS", owner_id: int | None = 1, **extra: Any
+) -> dict[str, Any]:
+    finished = extra.pop(
+        "time_finished", 1000 + job_id if state in ("SUCCESS", "FAILED", "ABORTED") else None
+    )
+    record = {
+        "id": job_id,
+        "method": extra.get("method", "t.m"),
+        "state": state,
+        "credentials": {"type": "LOGIN_PASSWORD", "data": {"username": "u"}},
+    }
+    return {
+        "id": job_id,
+        "method": extra.get("method", "t.m"),
+        "state": state,
+        "owner": "u",
+        "owner_id": owner_id,
+        "api_key_id": extra.get("api_key_id"),
+        "origin": "call",
+        "lock_key": None,
+        "attempt": 1,
+        "run_after": None,
+        "description": None,
+        "time_started": 1,
+        "time_finished": finished,
+        "progress_percent": None,
+        "error": None,
+        "retry_on_restart": int(extra.get("retry", False)),
+        "record": jsonc.dumps(record),
+    }
+
+
+def user_row(uid: int, username: str, admin: bool = True) -> dict[str, Any]:
+    return {
+        "id": uid,
+        "username": username,
+        "full_name": "",
+        "password_hash": "scrypt$16384$8$1$AAAA$BBBB",
+        "admin": int(admin),
+        "locked": 0,
+        "allowlist": "[]",
+        "created": 5,
+    }
+
+
+class TestStoreContract:
+    async def test_counters_only_rise(self, store: Store) -> None:
+        assert await store.fetch_one("get_counter", name="jobs") == {"value": 0}
+        await store.write([Op("raise_counter", {"name": "jobs", "value": 7})])
+        await store.write([Op("raise_counter", {"name": "jobs", "value": 3})])
+        assert await store.fetch_one("get_counter", name="jobs") == {"value": 7}
+
+    async def test_jobs_in_and_out(self, store: Store) -> None:
+        await store.write([Op("insert_job", job_row(1, "RUNNING", retry=True))])
+        assert jsonc.loads((await store.fetch_one("get_job", id=1) or {})["record"])["id"] == 1
+        pending = await store.fetch("unfinished_jobs")
+        assert [
+            (jsonc.loads(r["record"])["id"], r["retry_on_restart"], r["owner_id"]) for r in pending
+        ] == [(1, 1, 1)]
+        await store.write([Op("update_job", job_row(1, "SUCCESS"))])
+        assert await store.fetch("unfinished_jobs") == []
+        assert await store.fetch_one("job_ref", id=1) == {
+            "owner_id": 1,
+            "method": "t.m",
+            "api_key_id": None,
+        }
+        finished = await store.fetch("finished_job_records")
+        assert [r["owner_id"] for r in finished] == [1]
+        await store.write([Op("delete_job", {"id": 1})])
+        assert await store.fetch_one("get_job", id=1) is None
+
+    async def test_a_write_is_all_or_nothing(self, store: Store) -> None:
+        await store.write([Op("insert_job", job_row(1))])
+        with pytest.raises(CallError):
+            await store.write([Op("insert_job", job_row(2)), Op("insert_job", job_row(1))])
+        assert await store.fetch_one("get_job", id=2) is None
+        # The failed write failed alone: the next one goes through.
+        await store.write([Op("insert_job", job_row(3))])
+        assert await store.fetch_one("get_job", id=3) is not None
+
+    async def test_writes_apply_in_order_and_resolve_in_order(self, store: Store) -> None:
+        done: list[int] = []
+        futures = []
+        for i in range(1, 6):
+            fut = store.write([Op("insert_job", job_row(i, "RUNNING"))])
+            fut.add_done_callback(functools.partial(lambda n, _f: done.append(n), i))
+            futures.append(fut)
+        futures.append(store.write([Op("update_job", job_row(3, "FAILED"))]))
+        await asyncio.gather(*futures)
+        assert done == [1, 2, 3, 4, 5]
+        assert (
+            jsonc.loads((await store.fetch_one("get_job", id=3) or {})["record"])["state"]
+            == "FAILED"
+        )
+
+    async def test_retention_queries_are_per_owner(self, store: Store) -> None:
+        rows = [job_row(i, owner_id=1) for i in range(1, 4)]
+        rows += [job_row(i, owner_id=2) for i in range(4, 14)]
+        rows += [job_row(14, owner_id=None), job_row(15, "RUNNING", owner_id=2)]
+        await store.write([Op("insert_job", r) for r in rows])
+        owners = [r["owner_id"] for r in await store.fetch("job_owners")]
+        assert owners == [1, 2]
+        beyond = await store.fetch("finished_job_ids_beyond", owner_id=2, keep=5, limit=100)
+        # The five that finished last are kept: 9..13.
+        assert sorted(r["id"] for r in beyond) == [4, 5, 6, 7, 8]
+        assert {(r["owner_id"], r["method"]) for r in beyond} == {(2, "t.m")}
+        assert await store.fetch("finished_job_ids_beyond", owner_id=1, keep=5, limit=100) == []
+        assert [
+            r["id"] for r in await store.fetch("finished_job_ids_beyond_no_owner", keep=0, limit=9)
+        ] == [14]
+        expired = await store.fetch("expired_job_ids", before=1004, limit=100)
+        assert [r["id"] for r in expired] == [1, 2, 3]
+        assert (await store.fetch_one("job_id_span") or {})["span"] == 15
+
+    async def test_users_keys_settings_and_meta(self, store: Store) -> None:
+        await store.write(
+            [Op("insert_user", user_row(1, "root")), Op("insert_user", user_row(2, "al", False))]
+        )
+        with pytest.raises(CallError):
+            await store.write([Op("insert_user", user_row(3, "al"))])
+        await store.write([Op("update_user", {**user_row(2, "al2", False), "locked": 1})])
+        users = await store.fetch("all_users")
+        assert [(u["id"], u["username"], u["locked"]) for u in users] == [
+            (1, "root", 0),
+            (2, "al2", 1),
+        ]
+        key = {
+            "id": 1,
+            "name": "k",
+            "username": "al2",
+            "user_id": 2,
+            "key_hash": "0" * 64,
+            "allowlist": "[]",
+            "created": 1,
+            "expires": None,
+        }
+        await store.write([Op("insert_api_key", key)])
+        await store.write([Op("update_api_key", {**key, "name": "k2", "expires": 9})])
+        (k,) = await store.fetch("all_api_keys")
+        assert (k["name"], k["user_id"], k["expires"]) == ("k2", 2, 9)
+        await store.write(
+            [Op("delete_user", {"id": 2}), Op("delete_user_api_keys", {"user_id": 2})]
+        )
+        assert await store.fetch("all_api_keys") == []
+        await store.write([Op("set_settings", {"namespace": "x", "value": '{"a":1}'})])
+        await store.write([Op("set_settings", {"namespace": "x", "value": '{"a":2}'})])
+        assert await store.fetch("all_settings") == [{"namespace": "x", "value": '{"a":2}'}]
+        await store.write([Op("set_meta", {"name": "m", "value": "v"})])
+        assert await store.fetch_one("get_meta", name="m") == {"value": "v"}
+
+    async def test_a_snapshot_restores_into_any_backend(self, store: Store, tmp_path: Path) -> None:
+        await store.write(
+            [
+                Op("insert_user", user_row(1, "root")),
+                Op("set_settings", {"namespace": "x", "value": '{"a":1}'}),
+                Op("insert_job", job_row(1)),
+                Op("raise_counter", {"name": "jobs", "value": 1}),
+            ]
+        )
+        snap = tmp_path / "snap.db"
+        await store.backup(snap)
+        await store.write(
+            [
+                Op("insert_user", user_row(2, "later")),
+                Op("set_settings", {"namespace": "x", "value": '{"a":9}'}),
+                Op("insert_job", job_row(2)),
+                Op("raise_counter", {"name": "jobs", "value": 2}),
+            ]
+        )
+        for target_url in (f"sqlite://{tmp_path / 'other.db'}", "memory://"):
+            for target in (store, open_store(target_url)):
+                if target is not store:
+                    await target.open()
+                    await target.write(
+                        [
+                            Op("insert_job", job_row(7)),
+                            Op("raise_counter", {"name": "jobs", "value": 7}),
+                        ]
+                    )
+                copy = tmp_path / f"copy-{id(target)}.db"
+                copy.write_bytes(snap.read_bytes())
+                assert await target.restore(copy) == 2
+                assert [u["username"] for u in await target.fetch("all_users")] == ["root"]
+                assert await target.fetch("all_settings") == [
+                    {"namespace": "x", "value": '{"a":1}'}
+                ]
+                # Jobs here are kept, the snapshot's finished ones added; counters never drop.
+                assert await target.fetch_one("get_job", id=1) is not None
+                counter = (await target.fetch_one("get_counter", name="jobs") or {})["value"]
+                assert counter >= 2
+                if target is not store:
+                    assert await target.fetch_one("get_job", id=7) is not None
+                    await target.close()
+                else:
+                    assert await target.fetch_one("get_job", id=2) is not None
+
+    async def test_a_bad_snapshot_changes_nothing(self, store: Store, tmp_path: Path) -> None:
+        await store.write([Op("insert_user", user_row(1, "root"))])
+        bad = tmp_path / "bad.db"
+        bad.write_bytes(b"not a database at all")
+        with pytest.raises(Exception, match="Not a SQLite database"):
+            await store.restore(bad)
+        assert [u["username"] for u in await store.fetch("all_users")] == ["root"]
+
+    async def test_a_closed_store_refuses_writes(self, store: Store) -> None:
+        await store.close()
+        with pytest.raises(CallError):
+            await store.write([Op("raise_counter", {"name": "jobs", "value": 1})])
+        await store.open()
