@@ -15,6 +15,7 @@ from middlewared.config import (
     ConnectionLimits,
     Limits,
     LoginThrottle,
+    QueryLimits,
     Retention,
     ServerConfig,
     TransferLimits,
@@ -160,6 +161,7 @@ def parser() -> argparse.ArgumentParser:
         help="seconds buffered output is kept after its job ends",
     )
     _connection_options(p)
+    _query_options(p)
     return p
 
 
@@ -199,6 +201,38 @@ def _connection_options(p: argparse.ArgumentParser) -> None:
         help="file descriptors kept for logged-in work: new connections are dropped while "
         "fewer would remain under the open-files limit (ulimit -n); 0: none kept "
         "(default: %(default)s)",
+    )
+
+
+def _query_options(p: argparse.ArgumentParser) -> None:
+    q = QueryLimits
+    p.add_argument(
+        "--max-query-conditions",
+        type=int,
+        default=q.max_conditions,
+        help="conditions one query filter may hold, inside ORs too (default %(default)s); "
+        "past it: -32602",
+    )
+    p.add_argument(
+        "--query-regex-budget",
+        type=float,
+        default=q.regex_seconds,
+        help="seconds all the ~ conditions of one query may spend matching, together "
+        "(default %(default)s); past it: -32602",
+    )
+    p.add_argument(
+        "--query-timeout",
+        type=float,
+        default=q.timeout_seconds,
+        help="seconds one core.get_jobs may spend reading the store (default %(default)s); "
+        "past it: -32001 ETIMEDOUT",
+    )
+    p.add_argument(
+        "--query-max-rows",
+        type=int,
+        default=q.max_rows,
+        help="stored jobs one query may hold in memory: its answer, and rows it sorts in "
+        "Python (default %(default)s); past it: -32602 (page with limit or a cursor)",
     )
 
 
@@ -243,6 +277,12 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             max_unauthenticated=args.max_unauthenticated,
             max_unauthenticated_per_address=args.max_unauthenticated_per_address,
             fd_reserve=args.fd_reserve,
+        ),
+        query=QueryLimits(
+            max_conditions=args.max_query_conditions,
+            regex_seconds=args.query_regex_budget,
+            timeout_seconds=args.query_timeout,
+            max_rows=args.query_max_rows,
         ),
     )
 

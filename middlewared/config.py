@@ -89,6 +89,21 @@ class TransferLimits:
 
 
 @dataclass(frozen=True)
+class QueryLimits:
+    """What one query (``core.get_jobs``, ``*.query``) may cost the server."""
+
+    # Conditions in one filter, counting those inside OR; past it: -32602.
+    max_conditions: int = 64
+    # Seconds all the ``~`` conditions of one query may spend matching; past it: -32602.
+    regex_seconds: float = 0.1
+    # Seconds one query may spend reading the store; past it: -32001 (ETIMEDOUT).
+    timeout_seconds: float = 5.0
+    # Stored jobs one query may hold in memory at once (its answer, and rows it must sort
+    # in Python); past it: -32602. The default retention keeps at most this many jobs.
+    max_rows: int = 100_000
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 6000
@@ -101,6 +116,7 @@ class ServerConfig:
     login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
     transfers: TransferLimits = field(default_factory=TransferLimits)
     connections: ConnectionLimits = field(default_factory=ConnectionLimits)
+    query: QueryLimits = field(default_factory=QueryLimits)
     # "full": fsync each group commit (survives power loss); "normal": survives a crash.
     durability: str = "full"
     # Seconds given to running jobs to end on SIGTERM before they are aborted.

@@ -7,7 +7,7 @@ import contextlib
 import errno as _errno
 import logging
 import os
-from collections.abc import Generator, Sequence
+from collections.abc import AsyncIterator, Generator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, overload
 
@@ -25,6 +25,7 @@ from middlewared_client.errors import (
 from middlewared_client.jobs import JobHandle, JobTracker, ProgressCallback
 from middlewared_client.link import Link, login
 from middlewared_client.options import DEFAULT_MAX_SIZE, DEFAULT_URL, ClientOptions, Credentials
+from middlewared_client.paging import DEFAULT_PAGE_SIZE, query_pages
 from middlewared_client.subscriptions import EndCallback, EventCallback, Listener, Subscriptions
 from middlewared_client.transfers import FileSpec, TransferCallback
 
@@ -170,6 +171,30 @@ class AsyncClient:
             return await handle.result(timeout)
         conn = await self._link.current()
         return await conn.call(method, list(params), timeout)
+
+    def query_pages(
+        self,
+        method: str,
+        filters: Sequence[Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+        *,
+        page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> AsyncIterator[list[Any]]:
+        """``method``'s results page by page (``async for page in ...``), by cursor."""
+        return query_pages(self.call, method, filters, options, page_size=page_size)
+
+    async def iter_jobs(
+        self,
+        filters: Sequence[Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+        *,
+        page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every job ``core.get_jobs(filters, options)`` matches, fetched a page at a time."""
+        pages = self.query_pages("core.get_jobs", filters, options, page_size=page_size)
+        async for page in pages:
+            for job in page:
+                yield job
 
     async def subscribe(
         self, name: str, callback: EventCallback, *, on_end: EndCallback | None = None

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
 
 from middlewared_client.aclient import AsyncClient
 from middlewared_client.jobs import JobHandle, JobProgress, ProgressCallback
 from middlewared_client.options import DEFAULT_MAX_SIZE, DEFAULT_URL, ClientOptions, Credentials
+from middlewared_client.paging import DEFAULT_PAGE_SIZE
 from middlewared_client.subscriptions import EndCallback, EventCallback
 from middlewared_client.transfers import FileSpec, TransferCallback
 
@@ -249,6 +250,36 @@ class Client:
             )
         )
 
+    def query_pages(
+        self,
+        method: str,
+        filters: Sequence[Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+        *,
+        page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> Iterator[list[Any]]:
+        """As ``AsyncClient.query_pages``: each page is fetched when the loop asks for it."""
+        pages = self._aclient.query_pages(method, filters, options, page_size=page_size)
+        return self._iterate(pages)
+
+    def iter_jobs(
+        self,
+        filters: Sequence[Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+        *,
+        page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> Iterator[dict[str, Any]]:
+        """Every job ``core.get_jobs(filters, options)`` matches, fetched a page at a time."""
+        for page in self.query_pages("core.get_jobs", filters, options, page_size=page_size):
+            yield from page
+
+    def _iterate(self, pages: AsyncIterator[_T]) -> Iterator[_T]:
+        while True:
+            try:
+                yield self._loop.run(_next(pages))
+            except StopAsyncIteration:
+                return
+
     def subscribe(
         self, name: str, callback: EventCallback, *, on_end: EndCallback | None = None
     ) -> str:
@@ -265,6 +296,10 @@ class Client:
             self._loop.run(self._aclient.close())
         finally:
             self._loop.stop()
+
+
+async def _next(pages: AsyncIterator[_T]) -> _T:
+    return await anext(pages)
 
 
 async def _open(url: str, creds: Credentials, options: ClientOptions) -> AsyncClient:

@@ -213,7 +213,12 @@ async def _subscribe(client: AsyncClient, args: argparse.Namespace) -> int:
 
 async def _jobs(client: AsyncClient, args: argparse.Namespace) -> int:
     filters = [["state", "=", args.state]] if args.state else []
-    jobs = await client.call("core.get_jobs", filters, {"order_by": ["-id"], "limit": args.limit})
+    if args.limit:
+        jobs = await client.call(
+            "core.get_jobs", filters, {"order_by": ["-id"], "limit": args.limit}
+        )
+    else:  # all of them: page by cursor, within what one query may hold on the server
+        jobs = [job async for job in client.iter_jobs(filters, {"order_by": ["-id"]})]
     print(format_jobs_table(list(reversed(jobs))), flush=True)
     return EXIT_OK
 

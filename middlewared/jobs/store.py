@@ -41,9 +41,9 @@ class Unfinished(NamedTuple):
 
 # The record fields a filter or an order can use in SQL, and their columns.
 COLUMNS: dict[str, Column] = {
-    "id": Column("id", "int"),
-    "method": Column("method", "text"),
-    "state": Column("state", "text"),
+    "id": Column("id", "int", nullable=False),
+    "method": Column("method", "text", nullable=False),
+    "state": Column("state", "text", nullable=False),
     "description": Column("description", "text"),
     "time_started": Column("time_started", "date"),
     "time_finished": Column("time_finished", "date"),

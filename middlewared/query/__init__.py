@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from middlewared.query.filters import Cond, Filter, Node, Or, parse_filters
+from middlewared.query.inmemory import query
 from middlewared.query.options import (
     OrderKey,
     QueryOptions,
     SelectField,
     apply_options,
     parse_options,
-    query,
 )
 from middlewared.query.sql import (
     POSTGRES,
@@ -17,6 +17,8 @@ from middlewared.query.sql import (
     Column,
     CompiledWhere,
     Dialect,
+    Fields,
+    compile_filter,
     compile_order,
     compile_where,
 )
@@ -28,6 +30,7 @@ __all__ = [
     "CompiledWhere",
     "Cond",
     "Dialect",
+    "Fields",
     "Filter",
     "Node",
     "Or",
@@ -35,6 +38,7 @@ __all__ = [
     "QueryOptions",
     "SelectField",
     "apply_options",
+    "compile_filter",
     "compile_order",
     "compile_where",
     "parse_filters",

@@ -13,10 +13,13 @@ from types import MappingProxyType
 from typing import Any, Final, TypeAlias, TypeVar
 
 from middlewared.errors import ValidationErrors
-from middlewared.query.bounded_regex import BoundedRegex
+from middlewared.query.bounded_regex import BUDGET_SECONDS, BoundedRegex, RegexBudget
 from middlewared.query.bounded_regex import Error as RegexError
 
 MAX_OR_DEPTH: Final = 3
+# Conditions (inside ORs too) one filter may hold: each costs SQL to run and, for ``~``,
+# a share of the regex budget (middlewared --max-query-conditions).
+MAX_CONDITIONS: Final = 64
 BASE_OPS: Final = frozenset(
     {"=", "!=", ">", ">=", "<", "<=", "~", "in", "nin", "rin", "rnin", "^", "!^", "$", "!$"}
 )
@@ -350,59 +353,95 @@ Node: TypeAlias = Cond | Or | Filter
 # --- parsing --------------------------------------------------------------------------------
 
 
-def parse_filters(filters: Any) -> Filter:
-    """Validate a filter list and build its tree; every problem is reported at once."""
+@dataclass
+class _Parsing:
+    """One parse: the errors found, the conditions left, the ``~`` budget they share."""
+
+    errors: ValidationErrors
+    max_conditions: int
+    budget: RegexBudget
+    conditions: int = 0
+
+
+def parse_filters(
+    filters: Any,
+    *,
+    max_conditions: int = MAX_CONDITIONS,
+    regex_seconds: float = BUDGET_SECONDS,
+) -> Filter:
+    """Validate a filter list and build its tree; every problem is reported at once.
+
+    The tree is one query's: its ``~`` conditions share one matching budget.
+    """
     if not _is_seq(filters):
         raise ValidationErrors([("filters", "must be a list of conditions", errno.EINVAL)])
-    errors = ValidationErrors()
+    ctx = _Parsing(ValidationErrors(), max_conditions, RegexBudget(regex_seconds))
     try:
-        conds = _parse_conds(filters, "filters", 0, errors)
+        conds = _parse_conds(filters, "filters", 0, ctx)
     except RecursionError:
         raise ValidationErrors([("filters", "nested too deeply", errno.EINVAL)]) from None
-    if errors:
-        raise errors
+    if ctx.errors:
+        raise ctx.errors
     return Filter(conds)
 
 
-def _parse_conds(
-    items: Iterable[Any], where: str, depth: int, errors: ValidationErrors
-) -> tuple[Node, ...]:
-    nodes = [_parse_cond(item, f"{where}.{i}", depth, errors) for i, item in enumerate(items)]
+def _too_many(limit: int) -> ValidationErrors:
+    return ValidationErrors(
+        [
+            (
+                "filters",
+                f"more than {limit} conditions (counting those inside OR): split the query "
+                "or raise middlewared --max-query-conditions",
+                errno.EINVAL,
+            )
+        ]
+    )
+
+
+def _parse_conds(items: Iterable[Any], where: str, depth: int, ctx: _Parsing) -> tuple[Node, ...]:
+    nodes = [_parse_cond(item, f"{where}.{i}", depth, ctx) for i, item in enumerate(items)]
     return tuple(node for node in nodes if node is not None)
 
 
-def _parse_cond(item: Any, where: str, depth: int, errors: ValidationErrors) -> Node | None:
+def _parse_cond(item: Any, where: str, depth: int, ctx: _Parsing) -> Node | None:
     if _is_seq(item) and len(item) == 2 and item[0] == "OR":
-        return _parse_or(item[1], where, depth + 1, errors)
+        return _parse_or(item[1], where, depth + 1, ctx)
     if not _is_seq(item) or len(item) != 3:
-        errors.add(where, 'malformed condition: expected [field, op, value] or ["OR", [...]]')
+        ctx.errors.add(where, 'malformed condition: expected [field, op, value] or ["OR", [...]]')
         return None
+    ctx.conditions += 1
+    if ctx.conditions > ctx.max_conditions:
+        # Stop before compiling more patterns: the count alone refuses the query.
+        raise _too_many(ctx.max_conditions)
     problem = check_cond(*item)
     if problem is not None:
-        errors.add(where, problem)
+        ctx.errors.add(where, problem)
         return None
-    return Cond(*item)
+    cond = Cond(*item)
+    if cond.base_op == "~":
+        cond.operand.budget = ctx.budget
+    return cond
 
 
-def _parse_or(branches: Any, where: str, depth: int, errors: ValidationErrors) -> Node | None:
+def _parse_or(branches: Any, where: str, depth: int, ctx: _Parsing) -> Node | None:
     if depth > MAX_OR_DEPTH:
-        errors.add(where, f"OR nested deeper than {MAX_OR_DEPTH} levels")
+        ctx.errors.add(where, f"OR nested deeper than {MAX_OR_DEPTH} levels")
         return None
     if not _is_seq(branches) or not branches:
-        errors.add(where, "OR needs a non-empty list of branches")
+        ctx.errors.add(where, "OR needs a non-empty list of branches")
         return None
-    count = len(errors.errors)
-    nodes = [_parse_branch(b, f"{where}.1.{i}", depth, errors) for i, b in enumerate(branches)]
-    if len(errors.errors) > count:
+    count = len(ctx.errors.errors)
+    nodes = [_parse_branch(b, f"{where}.1.{i}", depth, ctx) for i, b in enumerate(branches)]
+    if len(ctx.errors.errors) > count:
         return None
     return Or(tuple(node for node in nodes if node is not None))
 
 
-def _parse_branch(branch: Any, where: str, depth: int, errors: ValidationErrors) -> Node | None:
+def _parse_branch(branch: Any, where: str, depth: int, ctx: _Parsing) -> Node | None:
     """A branch is a condition, or a non-empty list of conditions (an AND group)."""
     if _is_seq(branch) and branch and _is_seq(branch[0]):
-        return Filter(_parse_conds(branch, where, depth, errors))
+        return Filter(_parse_conds(branch, where, depth, ctx))
     if _is_seq(branch) and not branch:
-        errors.add(where, "empty OR branch")
+        ctx.errors.add(where, "empty OR branch")
         return None
-    return _parse_cond(branch, where, depth, errors)
+    return _parse_cond(branch, where, depth, ctx)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -14,7 +15,6 @@ from middlewared.query.filters import (
     MISSING,
     date_object_ms,
     is_number,
-    parse_filters,
     resolve,
     split_field,
 )
@@ -23,6 +23,8 @@ NULLS_FIRST: Final = "nulls_first:"
 # Larger limits and offsets would overflow a database's 64-bit integers.
 MAX_COUNT: Final = 2**62
 NULLS_LAST: Final = "nulls_last:"
+# Longest cursor accepted (it holds the last row's order values).
+MAX_CURSOR: Final = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,9 @@ class QueryOptions:
     get: bool = False
     select: tuple[SelectField, ...] = ()
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Keyset paging: True starts a walk, a string (a ``next_cursor``) continues one. The
+    # answer is then ``{"results": [...], "next_cursor": str | None}``.
+    cursor: bool | str = False
 
 
 # --- parsing --------------------------------------------------------------------------------
@@ -95,6 +100,16 @@ def _parse_extra(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise _error(where, "must be an object")
     return dict(value)
+
+
+def _parse_cursor(value: Any, where: str) -> bool | str:
+    if isinstance(value, bool):
+        return value
+    if not isinstance(value, str) or not value:
+        raise _error(where, "must be true (to start) or a next_cursor (to continue)")
+    if len(value) > MAX_CURSOR:
+        raise _error(where, "is not a cursor this server gave")
+    return value
 
 
 def _parse_order_by(value: Any, where: str) -> tuple[OrderKey, ...]:
@@ -146,7 +161,20 @@ _PARSERS: Final[Mapping[str, Callable[[Any, str], Any]]] = {
     "get": _parse_flag,
     "select": _parse_select,
     "extra": _parse_extra,
+    "cursor": _parse_cursor,
 }
+
+
+def _check_combinations(values: Mapping[str, Any], errors: ValidationErrors) -> None:
+    if values.get("count") and values.get("get"):
+        errors.add("options.get", "cannot be combined with count")
+    if values.get("cursor") in (None, False):
+        return
+    for name in ("count", "get"):
+        if values.get(name):
+            errors.add("options.cursor", f"cannot be combined with {name}")
+    if values.get("offset"):
+        errors.add("options.cursor", "cannot be combined with offset (the cursor is the offset)")
 
 
 def parse_options(options: Any) -> QueryOptions:
@@ -167,8 +195,7 @@ def parse_options(options: Any) -> QueryOptions:
         except ValidationErrors as exc:
             for where, message, code in exc.errors:
                 errors.add(where, message, code)
-    if values.get("count") and values.get("get"):
-        errors.add("options.get", "cannot be combined with count")
+    _check_combinations(values, errors)
     if errors:
         raise errors
     return QueryOptions(**values)
@@ -197,18 +224,56 @@ def total_order(value: Any) -> tuple[int, Any]:
     return (4, text)
 
 
-def _sort_key(key: OrderKey) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
-    path = key.path
+def _value_key(key: OrderKey) -> Callable[[Any], tuple[Any, ...]]:
     # The group of nulls before the sort direction is applied.
     null_group = 0 if key.nulls_come_first != key.descending else 2
 
-    def sort_key(record: Mapping[str, Any]) -> tuple[Any, ...]:
-        value = resolve(record, path)
+    def value_key(value: Any) -> tuple[Any, ...]:
         if value is None or value is MISSING:
             return (null_group, 0, 0)
         return (1, *total_order(value))
 
-    return sort_key
+    return value_key
+
+
+def _sort_key(key: OrderKey) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    path = key.path
+    value_key = _value_key(key)
+    return lambda record: value_key(resolve(record, path))
+
+
+@functools.total_ordering
+class _Descending:
+    """A sort key component compared the other way round."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Descending) and bool(self.value == other.value)
+
+    def __lt__(self, other: _Descending) -> bool:
+        return bool(other.value < self.value)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def position_of(order_by: tuple[OrderKey, ...], values: Iterable[Any]) -> tuple[Any, ...]:
+    """The position of a row whose values for the order keys are ``values``: positions
+    compare as ``sort_records`` orders (when the keys end in a unique field)."""
+    out = []
+    for key, value in zip(order_by, values, strict=True):
+        part = _value_key(key)(value)
+        out.append(_Descending(part) if key.descending else part)
+    return tuple(out)
+
+
+def position_key(order_by: tuple[OrderKey, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """A record's position (``position_of`` its values)."""
+    paths = [key.path for key in order_by]
+    return lambda record: position_of(order_by, (resolve(record, p) for p in paths))
 
 
 def sort_records(
@@ -219,6 +284,14 @@ def sort_records(
     for key in reversed(order_by):
         rows.sort(key=_sort_key(key), reverse=key.descending)
     return rows
+
+
+def with_id_last(order_by: tuple[OrderKey, ...]) -> tuple[OrderKey, ...]:
+    """The order with the id as the last tie-breaker (by id when none is given): a total
+    order over records with unique ids, so pages and cursors never tie."""
+    if any(k.field == "id" for k in order_by):
+        return order_by
+    return (*order_by, OrderKey("id"))
 
 
 def select_fields(record: Mapping[str, Any], fields: tuple[SelectField, ...]) -> dict[str, Any]:
@@ -265,10 +338,3 @@ def apply_options(records: Iterable[Mapping[str, Any]], opts: QueryOptions) -> A
     if opts.select:
         return [select_fields(row, opts.select) for row in rows]
     return rows
-
-
-def query(records: Iterable[Mapping[str, Any]], filters: Any = None, options: Any = None) -> Any:
-    """Filter and apply options in Python: ``filters`` and ``options`` as they came on the wire."""
-    parsed = parse_filters([] if filters is None else filters)
-    opts = parse_options(options)
-    return apply_options(parsed.filter(records), opts)

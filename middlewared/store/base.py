@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,8 @@ from typing import Any
 from middlewared.query.sql import Dialect
 
 Row = dict[str, Any]
+# Consumes one batch of a scan's rows (tuples in the SELECT's column order); False: stop.
+Consumer = Callable[[list[Sequence[Any]]], bool]
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,30 @@ class Store(abc.ABC):
         nothing), then take its users, keys, settings and meta and add its finished jobs
         that are not here; jobs here are kept and ids never reused. Returns the snapshot's
         schema version."""
+
+    async def scan_sql(
+        self,
+        sql: str,
+        params: list[Any],
+        consume: Consumer,
+        *,
+        batch_size: int = 500,
+        deadline: float | None = None,
+    ) -> None:
+        """Run a read built by the query compiler, feeding its rows to ``consume`` in batches
+        of at most ``batch_size`` until it returns False or the rows run out.
+
+        One statement, one consistent snapshot. ``consume`` may run in the backend's reader
+        thread (it touches only its own state). Past ``deadline`` (``time.monotonic()``),
+        the read stops with ``TimeoutError``, also in the middle of the statement. This
+        fallback reads everything first; backends stream.
+        """
+        rows = [tuple(row.values()) for row in await self.fetch_sql(sql, params)]
+        for start in range(0, len(rows), batch_size):
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError
+            if not consume(list(rows[start : start + batch_size])):
+                return
 
     async def fetch_one(self, query: str, **params: Any) -> Row | None:
         rows = await self.fetch(query, **params)

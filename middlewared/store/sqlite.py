@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from itertools import groupby
 from pathlib import Path
@@ -14,7 +16,7 @@ from typing import Any
 
 from middlewared.errors import CallError
 from middlewared.query.sql import SQLITE
-from middlewared.store.base import Op, Row, Store
+from middlewared.store.base import Consumer, Op, Row, Store
 from middlewared.store.faults import store_error
 from middlewared.store.queries import SCHEMA_VERSION, migrations, queries, split_statements
 from middlewared.store.snapshot import validate_and_upgrade
@@ -29,6 +31,11 @@ MAX_BATCH = 2000
 # whenever another connection commits, made such a page cost 2-3 ms instead of 0.2-0.7 ms
 # (docs/performance.md). Bounded: mapped pages are the kernel's page cache, not the heap.
 READER_MMAP_BYTES = 1 << 31
+# A scan checks its deadline every this many SQLite VM steps (some milliseconds): each check
+# takes the GIL, which the event loop may hold for a while, so checks must be rare.
+DEADLINE_STEPS = 1_000_000
+# ``->`` (JSON text of a value) came in SQLite 3.38: before it, JSON fields stay in Python.
+_JSON_SQL = sqlite3.sqlite_version_info >= (3, 38, 0)
 
 # Runs on the writer connection, in its thread, with no other write in between.
 Exclusive = Callable[[sqlite3.Connection], None]
@@ -36,7 +43,7 @@ _Pending = tuple[list[Op] | Exclusive, asyncio.Future[None]]
 
 
 class SQLiteStore(Store):
-    dialect = SQLITE
+    dialect = SQLITE if _JSON_SQL else dataclasses.replace(SQLITE, json=None)
 
     def __init__(self, path: Path, durability: str = "full") -> None:
         self.path = path
@@ -111,6 +118,18 @@ class SQLiteStore(Store):
 
     async def fetch_sql(self, sql: str, params: list[Any]) -> list[Row]:
         return await self._reader.run(_fetch, sql, params)
+
+    async def scan_sql(
+        self,
+        sql: str,
+        params: list[Any],
+        consume: Consumer,
+        *,
+        batch_size: int = 500,
+        deadline: float | None = None,
+    ) -> None:
+        """In the reader thread: the rows and ``consume``'s work stay off the event loop."""
+        await self._reader.run(_scan, sql, params, consume, batch_size, deadline)
 
     def write(self, ops: list[Op]) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -233,6 +252,35 @@ def _fetch(conn: sqlite3.Connection, sql: str, params: Any) -> list[Row]:
     cur = conn.execute(sql, params)
     names = [d[0] for d in cur.description]
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def _scan(
+    conn: sqlite3.Connection,
+    sql: str,
+    params: list[Any],
+    consume: Consumer,
+    batch_size: int,
+    deadline: float | None,
+) -> None:
+    if deadline is not None:
+        # Interrupts a statement that works long before its first row (a sort, a count).
+        conn.set_progress_handler(lambda: time.monotonic() > deadline, DEADLINE_STEPS)
+    try:
+        cursor = conn.execute(sql, params)
+        try:
+            while rows := cursor.fetchmany(batch_size):
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError
+                if not consume(rows):
+                    return
+        finally:
+            cursor.close()
+    except sqlite3.OperationalError as e:
+        if deadline is not None and "interrupted" in str(e):
+            raise TimeoutError from None
+        raise
+    finally:
+        conn.set_progress_handler(None, 0)
 
 
 def _create_private(path: Path) -> None:

@@ -140,6 +140,20 @@ def test_jobs_prints_a_table(server: ServerProc) -> None:
     assert rows and all(row.split()[2] == "SUCCESS" for row in rows)
 
 
+def test_all_jobs_come_page_by_page(make_server: Callable[..., ServerProc]) -> None:
+    """``--limit 0`` lists every job, past what one query may hold on the server."""
+    srv = make_server("--query-max-rows", "5")
+    with Client(srv.ws_url, username="root", password=srv.password) as client:
+        for n in range(12):
+            client.call("test.keep", n)
+        total = client.call("core.get_jobs", [], {"count": True})
+    assert midclt(srv, "call", "core.get_jobs").returncode == 1  # too many for one query
+    done = midclt(srv, "jobs", "--limit", "0")
+    assert done.returncode == 0, done.stderr
+    ids = [int(line.split()[0]) for line in done.stdout.splitlines()[1:]]
+    assert len(ids) == total >= 12 and ids == sorted(ids)
+
+
 def test_subscribe_prints_count_events_then_exits(server: ServerProc) -> None:
     cmd = [sys.executable, "-m", "middlewared_client.midclt", "-u", server.ws_url]
     cmd += ["-U", "root", "-P", server.password, "subscribe", "-n", "3", "core.get_jobs"]

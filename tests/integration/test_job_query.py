@@ -214,6 +214,10 @@ FILTERS: list[list[Any]] = [
     [["OR", [["state", "=", "ABORTED"], ["arguments.0", ">", 290]]]],
     [["OR", [["description", "~", "ITEM"], ["id", "=", 3]]], ["id", "<", 100]],
     [["id", "=", 999_999]],
+    # Users see no exception: a condition on it reads null for them, in SQL as in Python.
+    [["exception", "=", None]],
+    [["exception", "rin", "failure"]],
+    [["exc_info.errname", "in", ["EIO", None]], ["progress.description", "C^", "STEP"]],
 ]
 
 OPTIONS: list[dict[str, Any]] = [

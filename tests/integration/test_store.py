@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from contextlib import closing
 from pathlib import Path
@@ -400,3 +401,30 @@ def test_a_bad_store_url_is_refused_with_the_reason(url: str, reason: str) -> No
     with pytest.raises(CallError, match=reason) as refused:
         open_store(url)
     assert refused.value.errno == errno.EINVAL
+
+
+COUNT_TO_A_BILLION = (
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000000) "
+    "SELECT count(*) FROM n"
+)
+
+
+async def test_a_scan_streams_its_rows_in_batches(store: SQLiteStore) -> None:
+    await store.write([meta(f"k{i:03}", str(i)) for i in range(25)])
+    batches: list[int] = []
+
+    def consume(rows: list[Any]) -> bool:
+        batches.append(len(rows))
+        return len(batches) < 2  # enough after two batches
+
+    await store.scan_sql("SELECT name FROM meta ORDER BY name", [], consume, batch_size=10)
+    assert batches == [10, 10]
+
+
+async def test_a_scan_stops_at_its_deadline_even_inside_a_statement(store: SQLiteStore) -> None:
+    """A statement that works long before its first row (here, counting to a billion) is
+    interrupted once the deadline passes; the reader then serves the next read."""
+    with pytest.raises(TimeoutError):
+        await store.scan_sql(COUNT_TO_A_BILLION, [], lambda rows: True, deadline=time.monotonic())
+    await store.write([meta("after", "yes")])
+    assert await meta_value(store, "after") == "yes"

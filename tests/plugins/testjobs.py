@@ -97,6 +97,13 @@ async def flood(ctx: CallContext, job: Job, count: int) -> int:
     return count
 
 
+@registry.method(params=[Param("value", {})], job=JobOptions())
+async def keep(ctx: CallContext, job: Job, value: Any) -> Any:
+    """Hold a value in the job's record: argument, progress extra and result."""
+    job.set_progress(50, "keeping", value)
+    return value
+
+
 @registry.method(params=[Param("message", NAME)], job=JobOptions())
 async def fail(ctx: CallContext, job: Job, message: str) -> None:
     """Fail with CallError(message)."""
