@@ -200,5 +200,8 @@ class Calls:
                 quota.give_back()
             raise
         if quota is not None:
-            job.done.add_done_callback(quota.give_back)
+            if job.ended:
+                quota.give_back()
+            else:
+                job.on_ended.append(quota.give_back)
         return job

@@ -331,11 +331,15 @@ class JobEngine:
         self.live.pop(job.id, None)
 
     def _uncount(self, job: Job) -> None:
+        """The job ended (or was never recorded): it no longer counts as live, and what
+        waited for that hears it (once)."""
         if job.counted:
             job.counted = False
             left = self._unended.pop(job.owner_id, 1) - 1
             if left:
                 self._unended[job.owner_id] = left
+            for callback in job.on_ended:
+                callback(job)
 
     # -- events -------------------------------------------------------------------------
     def _on_change(self, job: Job, progress_only: bool) -> None:

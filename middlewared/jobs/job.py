@@ -110,6 +110,9 @@ class Job:
         # follows when it is a core.job_wait (cycles are refused).
         self.watchers: list[Callable[[Job], None]] = []
         self.waiting_for: Job | None = None
+        # Called once when the job reaches an ended state (before its end is stored), so
+        # that what counts live jobs agrees with what the job shows.
+        self.on_ended: list[Callable[[Job], None]] = []
         self.done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.done.add_done_callback(_consume_exception)
         self.persisted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
