@@ -23,9 +23,13 @@ log = logging.getLogger(__name__)
 CORE_SERVICES = ("core", "files", "auth", "users", "api_keys", "discover", "settings")
 
 
+BUILTIN_PACKAGE = "middlewared_plugins"
+
+
 class PluginLoader:
-    def __init__(self, app: Middleware) -> None:
+    def __init__(self, app: Middleware, builtin_package: str = BUILTIN_PACKAGE) -> None:
         self.app = app
+        self.builtin_package = builtin_package
         # Built-in plugins left out, with the reason (core.stats shows them).
         self.disabled: dict[str, str] = {}
 
@@ -33,7 +37,7 @@ class PluginLoader:
         for name in CORE_SERVICES:
             self._mount(importlib.import_module(f"middlewared.services.{name}"), trusted=True)
         if self.app.config.builtin_plugins:
-            builtin = importlib.import_module("middlewared_plugins")
+            builtin = importlib.import_module(self.builtin_package)
             for info in pkgutil.iter_modules(builtin.__path__):
                 self._load_builtin(info.name)
         for folder in self.app.config.plugin_dirs:
@@ -43,7 +47,7 @@ class PluginLoader:
 
     def _load_builtin(self, name: str) -> None:
         try:
-            module = importlib.import_module(f"middlewared_plugins.{name}")
+            module = importlib.import_module(f"{self.builtin_package}.{name}")
         except ImportError as e:
             missing = e.name or str(e)
             self.disabled[name] = f"needs {missing}"
