@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from middlewared import jsonc
+from middlewared.lograte import RateLimitedLog
 
 log = logging.getLogger(__name__)
+_unencodable = RateLimitedLog(log)
 
 ADDED = "added"
 CHANGED = "changed"
@@ -31,7 +33,7 @@ class Event:
     # The JSON of the fields as admins see them, when the publisher already has it (a job's
     # stored record): frames embed it instead of encoding the fields again.
     encoded_fields: str | None = None
-    _frames: dict[bool, str] = field(default_factory=dict)
+    _frames: dict[bool, str | None] = field(default_factory=dict)
 
     def params(self, admin: bool) -> dict[str, Any]:
         params: dict[str, Any] = {"msg": self.msg, "collection": self.collection, "id": self.id}
@@ -42,14 +44,29 @@ class Event:
             params["fields"] = fields
         return params
 
-    def frame(self, admin: bool) -> str:
-        """The encoded notification, built once per audience however many subscribers."""
+    def frame(self, admin: bool) -> str | None:
+        """The encoded notification, built once per audience however many subscribers.
+
+        None when a field has no JSON form (a plugin's progress extra, say): that frame is
+        dropped, with a warning, and the subscriber goes on with the next one.
+        """
         admin = admin and bool(self.admin_fields)
-        cached = self._frames.get(admin)
-        if cached is None:
-            cached = self._encode(admin)
-            self._frames[admin] = cached
-        return cached
+        cached = self._frames.get(admin, "")
+        if cached != "":  # built before (None: it could not be)
+            return cached
+        try:
+            frame: str | None = self._encode(admin)
+        except jsonc.EncodeError as e:
+            _unencodable.warning(
+                "%s %s %r: event dropped, it cannot be encoded as JSON: %s",
+                self.collection,
+                self.msg,
+                self.id,
+                e,
+            )
+            frame = None
+        self._frames[admin] = frame
+        return frame
 
     def _encode(self, admin: bool) -> str:
         if self.encoded_fields is None or self.msg == REMOVED or (self.admin_fields and not admin):

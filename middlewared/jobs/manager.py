@@ -212,7 +212,7 @@ class JobManager:
                     ) from None
             else:
                 result = await self.invoke(job)
-            job.result = result
+            job.set_result(result)
             await self._end(job, JobState.SUCCESS, None)
         finally:
             if sem is not None:

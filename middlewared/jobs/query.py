@@ -35,6 +35,19 @@ def _ordering(opts: QueryOptions) -> tuple[OrderKey, ...]:
     return keys
 
 
+def _holds_surrogate(filters: Any) -> bool:
+    """Whether a filter compares with a lone surrogate (a name that is not UTF-8). Text
+    columns hold U+FFFD in its place, so such a filter runs in Python on the exact record."""
+    stack = [filters]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str) and jsonc.has_surrogates(value):
+            return True
+        if isinstance(value, list):
+            stack.extend(value)
+    return False
+
+
 def _decode(row: dict[str, Any], admin: bool) -> dict[str, Any]:
     record: dict[str, Any] = jsonc.loads(row["record"])
     if not admin:
@@ -56,7 +69,8 @@ async def query_jobs(app: Middleware, creds: Credentials, filters: Any, options:
     live_matches = [r for r in live if flt.matches(r)]
     dialect = app.store.dialect
     # Compile with "?" placeholders, add ours, and render the whole statement once.
-    compiled = compile_where(flt, COLUMNS, dataclasses.replace(dialect, paramstyle="qmark"))
+    columns = {} if _holds_surrogate(filters) else COLUMNS
+    compiled = compile_where(flt, columns, dataclasses.replace(dialect, paramstyle="qmark"))
     where = [compiled.sql, ENDED_SQL]
     params = list(compiled.params)
     if not creds.admin:

@@ -25,6 +25,8 @@ COLUMNS: dict[str, Column] = {
     "error": Column("error", "text"),
     "credentials.data.username": Column("owner", "text"),
 }
+# Columns holding text from the record.
+TEXT_COLUMNS = ("method", "state", "owner", "description", "error")
 
 
 def _row(job: Job, snap: Snapshot) -> dict[str, Any]:
@@ -37,7 +39,7 @@ def _record_row(
     record: dict[str, Any], owner: str | None, retry: bool, encoded: str
 ) -> dict[str, Any]:
     """The columns of a job's row: the queryable fields, then the whole record (encoded)."""
-    return {
+    row = {
         "id": record["id"],
         "method": record["method"],
         "state": record["state"],
@@ -50,6 +52,13 @@ def _record_row(
         "retry_on_restart": int(retry),
         "record": encoded,
     }
+    if "\\ud" in encoded:
+        # A lone surrogate somewhere (JSON escapes them; orjson writes nothing else so).
+        # The record keeps it exactly; a text column, which must be UTF-8, gets U+FFFD.
+        for name in TEXT_COLUMNS:
+            if isinstance(row[name], str):
+                row[name] = jsonc.replace_surrogates(row[name])
+    return row
 
 
 def _log_failure(fut: asyncio.Future[None]) -> None:
