@@ -224,6 +224,7 @@ async def stats(ctx: CallContext) -> dict[str, Any]:
         "subscriptions": app.bus.subscriber_count(),
         "live_jobs": len(app.jobs.live),
         "downloads": len(app.transfers.downloads),
+        "spool_bytes": app.transfers.quota.used,
         "tasks": len(asyncio.all_tasks()),
         "fds": _count_fds(),
         "rss_bytes": _rss(),

@@ -53,7 +53,7 @@ async def download(
     if spec.job is None or "output" not in spec.job.pipes:
         raise ValidationErrors([("method", f"{method} produces no download", errno.EINVAL)])
     bound = mounted.binder.bind(args)
-    pipe = app.transfers.output_pipe(buffered)
+    pipe = app.transfers.output_pipe(buffered, ctx.user.username)
     job = await app.jobs.submit(
         spec, bound, redact(bound, spec.params), ctx.user, pipes=Pipes(output=pipe)
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -188,3 +190,25 @@ def test_job_ends_with_lone_surrogates_are_stored(
         assert found == [{"id": failed}]
     finally:
         rpc.close()
+
+
+CURL = shutil.which("curl")
+
+
+@pytest.mark.skipif(CURL is None, reason="curl is not installed")
+def test_a_download_named_with_a_lone_surrogate(server: ServerProc) -> None:
+    assert CURL is not None
+    src = server.data_dir / "files" / "named.bin"
+    src.write_bytes(b"named")
+    rpc = Rpc(server.ws_url, server.password)
+    try:
+        job_id, url = rpc.result("core.download", "filesystem.get", [str(src)], NAME, True)
+        wait_ended(rpc, [job_id])
+    finally:
+        rpc.close()
+    out = subprocess.run(
+        [CURL, "-sS", "-D", "-", server.url + url], capture_output=True, check=True, timeout=60
+    ).stdout
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and body == b"named"
+    assert b"filename*=UTF-8''caf%EF%BF%BD.txt" in head, head

@@ -188,7 +188,7 @@ async def test_an_event_with_no_json_form_is_dropped_and_the_writer_goes_on(h: H
     await h.call("core.subscribe", JOBS)
     h.app.bus.publish(event(CHANGED, 1, extra={1, 2}))
     h.app.bus.publish(event(CHANGED, 2, name="caf\udce9"))
-    frame = await h.transport.next()
+    frame = await asyncio.wait_for(h.transport.next(), 10)
     assert frame["params"]["id"] == 2 and frame["params"]["fields"]["name"] == "caf\udce9"
     assert (await h.call("core.ping"))["result"] == "pong"
 
