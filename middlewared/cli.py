@@ -160,6 +160,21 @@ def parser() -> argparse.ArgumentParser:
         default=TransferLimits.download_keep_seconds,
         help="seconds buffered output is kept after its job ends",
     )
+    p.add_argument(
+        "--spool-quota-per-user",
+        type=int,
+        default=TransferLimits.spool_quota_per_user,
+        help="bytes one user's uploads and buffered downloads may hold in the spool at once "
+        "(default 4 GiB; 0: no limit); past it an upload gets 507 and a job writing buffered "
+        "output fails with EDQUOT",
+    )
+    p.add_argument(
+        "--spool-quota",
+        type=int,
+        default=TransferLimits.spool_quota,
+        help="bytes all users' uploads and buffered downloads may hold in the spool at once "
+        "(default 16 GiB; 0: no limit); past it: 507, ENOSPC",
+    )
     _connection_options(p)
     _query_options(p)
     return p
@@ -270,6 +285,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             args.download_start_timeout,
             args.download_keep,
             args.upload_idle_timeout,
+            spool_quota_per_user=args.spool_quota_per_user,
+            spool_quota=args.spool_quota,
         ),
         connections=ConnectionLimits(
             header_timeout_seconds=args.header_timeout,

@@ -86,6 +86,11 @@ class TransferLimits:
     download_keep_seconds: float = 3600.0
     # An upload that sends nothing for this long is cut off (408) and its job fails.
     upload_idle_seconds: float = 60.0
+    # Bytes one user's uploads and buffered downloads may hold in the spool (0: no limit);
+    # past it an upload gets 507 and a job writing buffered output fails with EDQUOT.
+    spool_quota_per_user: int = 4 * 1024**3
+    # ... and all users' together (past it: 507, ENOSPC).
+    spool_quota: int = 16 * 1024**3
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from middlewared.config import ServerConfig
 from middlewared.jobs.engine import JobEngine
-from middlewared.jobs.job import Job
+from middlewared.jobs.job import Job, JobState
 from middlewared.jobs.pipes import InputPipe, OutputPipe
+from middlewared.jobs.spool import SpoolQuota
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,21 @@ class Download:
     started: bool = False
     expires: float = field(default=0.0)
     timer: asyncio.TimerHandle | None = None
+    # Buffered: a request is sending (one at a time), and the byte the last one reached.
+    active: bool = False
+    stopped_at: int | None = None
+
+    def begin(self, start: int, end: int) -> bool:
+        """Take the download for one request of bytes [start, end). True when that request
+        is the token's last use: it does not continue where the previous request stopped
+        (it starts past that byte, or asks for nothing beyond it)."""
+        previous = self.stopped_at
+        self.active = True
+        self.stopped_at = start
+        return previous is not None and not start <= previous < end
+
+    def sent(self, nbytes: int) -> None:
+        self.stopped_at = (self.stopped_at or 0) + nbytes
 
 
 class Transfers:
@@ -44,6 +60,7 @@ class Transfers:
         self.downloads: dict[int, Download] = {}
         self._expired: dict[int, float] = {}
         self.spool_dir = config.spool_dir
+        self.quota = SpoolQuota(config.transfers.spool_quota_per_user, config.transfers.spool_quota)
 
     def prepare(self) -> None:
         """Start empty: what a previous run left in the spool belongs to ended jobs."""
@@ -53,20 +70,22 @@ class Transfers:
         self.spool_dir.chmod(0o700)
 
     # -- uploads ------------------------------------------------------------------------
-    def input_pipe(self) -> InputPipe:
-        return InputPipe(self.spool_dir, secrets.token_hex(8))
+    def input_pipe(self, user: str) -> InputPipe:
+        return InputPipe(self.spool_dir, secrets.token_hex(8), self.quota, user)
 
     # -- downloads ----------------------------------------------------------------------
-    def output_pipe(self, buffered: bool) -> OutputPipe:
-        path = self.spool_dir / f"{secrets.token_hex(8)}.download" if buffered else None
-        return OutputPipe(buffered, path)
+    def output_pipe(self, buffered: bool, user: str) -> OutputPipe:
+        if not buffered:
+            return OutputPipe(False)
+        path = self.spool_dir / f"{secrets.token_hex(8)}.download"
+        return OutputPipe(True, path, self.quota.account(user))
 
     def register(self, job: Job, filename: str, buffered: bool, pipe: OutputPipe) -> Download:
         dl = Download(job.id, job, filename, buffered, pipe)
         self.downloads[job.id] = dl
         if buffered:
             # Kept until an hour after the job ends.
-            job.done.add_done_callback(lambda _: self._keep(dl))
+            job.done.add_done_callback(lambda _: self._job_ended(dl))
         else:
             deadline = self.config.transfers.download_start_seconds
             dl.expires = time.monotonic() + deadline
@@ -80,6 +99,17 @@ class Transfers:
         self.downloads[job_id] = dl
         self._keep(dl)
         return dl
+
+    def _job_ended(self, dl: Download) -> None:
+        if dl.job is not None and dl.job.state is not JobState.SUCCESS and dl.pipe is not None:
+            # Only a job that succeeded is served (409 otherwise): give the space back now.
+            dl.pipe.discard()
+        self._keep(dl)
+
+    def used_up(self, dl: Download) -> None:
+        """The token is spent: remove the spool (the URL answers 401 until it expires)."""
+        if dl.pipe is not None:
+            dl.pipe.discard()
 
     def _keep(self, dl: Download) -> None:
         if dl.timer is not None:

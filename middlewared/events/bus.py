@@ -8,11 +8,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from middlewared import jsonc
+from middlewared.lograte import RateLimitedLog
 
 if TYPE_CHECKING:
     from middlewared.events.listeners import Listener
 
 log = logging.getLogger(__name__)
+_unencodable = RateLimitedLog(log)
 
 ADDED = "added"
 CHANGED = "changed"
@@ -44,7 +46,7 @@ class Event:
     everyone: bool = False
     # The API key the object (a job) was made with: restricted keys see only their own.
     owner_key: int | None = None
-    _frames: dict[bool, str] = field(default_factory=dict)
+    _frames: dict[bool, str | None] = field(default_factory=dict)
 
     def params(self, admin: bool) -> dict[str, Any]:
         params: dict[str, Any] = {"msg": self.msg, "collection": self.collection, "id": self.id}
@@ -55,14 +57,29 @@ class Event:
             params["fields"] = fields
         return params
 
-    def frame(self, admin: bool) -> str:
-        """The encoded notification, built once per audience however many subscribers."""
+    def frame(self, admin: bool) -> str | None:
+        """The encoded notification, built once per audience however many subscribers.
+
+        None when a field has no JSON form (a plugin's progress extra, say): that frame is
+        dropped, with a warning, and the subscriber goes on with the next one.
+        """
         admin = admin and bool(self.admin_fields)
-        cached = self._frames.get(admin)
-        if cached is None:
-            cached = self._encode(admin)
-            self._frames[admin] = cached
-        return cached
+        cached = self._frames.get(admin, "")
+        if cached != "":  # built before (None: it could not be)
+            return cached
+        try:
+            frame: str | None = self._encode(admin)
+        except jsonc.EncodeError as e:
+            _unencodable.warning(
+                "%s %s %r: event dropped, it cannot be encoded as JSON: %s",
+                self.collection,
+                self.msg,
+                self.id,
+                e,
+            )
+            frame = None
+        self._frames[admin] = frame
+        return frame
 
     def _encode(self, admin: bool) -> str:
         if self.encoded_fields is None or self.msg == REMOVED or (self.admin_fields and not admin):

@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import quote
 
 from aiohttp import web
 
+from middlewared import jsonc
 from middlewared.app import Middleware
 from middlewared.http.errors import http_error
 from middlewared.http.keys import MIDDLEWARE
@@ -21,12 +24,16 @@ from middlewared.transfers import Download
 log = logging.getLogger(__name__)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._ -]")
+# Read from the spool file and written to the client in pieces this big.
+CHUNK = 256 * 1024
 
 
 def content_disposition(filename: str) -> str:
     """RFC 6266 with an RFC 5987 ``filename*`` so any name survives."""
     fallback = _UNSAFE.sub("_", filename) or "download"
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+    # A name that is not UTF-8 (lone surrogates) is shown with U+FFFD where it is not.
+    shown = jsonc.replace_surrogates(filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(shown, safe='')}"
 
 
 def _lookup(request: web.Request, app: Middleware) -> tuple[Download, str]:
@@ -92,6 +99,9 @@ async def _stream(
 async def _file(
     request: web.Request, app: Middleware, dl: Download, token: str, headers: dict[str, str]
 ) -> web.StreamResponse:
+    """Buffered output and log files: HEAD, Range, and the token's rule (README, "Files in
+    and out of jobs"): one request at a time; spent once the file's last byte has been sent,
+    or by a request that does not continue where the previous one stopped."""
     job = dl.job
     if job is not None:
         # Buffered output can be fetched once the job is over.
@@ -100,28 +110,99 @@ async def _file(
         if job.state is not JobState.SUCCESS:
             raise http_error(web.HTTPConflict, f"Job {job.id} {job.state.value}: {job.error}")
     path = dl.path if dl.path is not None else dl.pipe.spool_path if dl.pipe else None
-    size = None if path is None else await asyncio.to_thread(_size, path)
-    if path is None or size is None:
+    opened = None if path is None else await asyncio.to_thread(_open, path)
+    if opened is None:
         raise http_error(web.HTTPGone, "The output is no longer available")
-    headers["Content-Type"] = "application/octet-stream"
-    response = web.FileResponse(path, headers=headers)
+    with opened as f:
+        size = os.fstat(f.fileno()).st_size
+        start, end = _byte_range(request, size)
+        headers["Content-Type"] = "application/octet-stream"
+        headers["Accept-Ranges"] = "bytes"
+        if request.method == "HEAD":
+            return await _head(request, headers, size)
+        if dl.active:
+            raise http_error(
+                web.HTTPConflict,
+                f"The download of job {dl.job_id} is being sent to another request; "
+                "its token serves one request at a time",
+            )
+        # The token may have been spent while this request waited for the job.
+        if app.tokens.peek(token) is None:
+            raise http_error(web.HTTPUnauthorized, "Invalid or already used download token")
+        last_use = dl.begin(start, end)
+        if last_use:
+            app.tokens.use(token, "download", dl.job_id)
+        try:
+            return await _send(request, dl, f, (start, end, size), headers)
+        finally:
+            dl.active = False
+            if last_use or dl.stopped_at == size:
+                app.tokens.use(token, "download", dl.job_id)
+                app.transfers.used_up(dl)
+
+
+async def _head(request: web.Request, headers: dict[str, str], size: int) -> web.StreamResponse:
+    response = web.StreamResponse(headers=headers)
+    response.content_length = size
     await response.prepare(request)
-    if request.method == "GET" and _reaches_end(request, size):
-        # The whole file (or its last range, on a resumed download) has been sent.
-        app.tokens.use(token, "download", dl.job_id)
+    await response.write_eof()
     return response
 
 
-def _size(path: Path) -> int | None:
+async def _send(
+    request: web.Request,
+    dl: Download,
+    f: BinaryIO,
+    span: tuple[int, int, int],
+    headers: dict[str, str],
+) -> web.StreamResponse:
+    """Bytes [start, end) of the file; ``dl`` counts what has been written."""
+    start, end, size = span
+    whole = (start, end) == (0, size) and "Range" not in request.headers
+    response = web.StreamResponse(status=200 if whole else 206, headers=headers)
+    response.content_length = end - start
+    if not whole:
+        response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    await response.prepare(request)
+    await asyncio.to_thread(f.seek, start)
+    position = start
+    while position < end:
+        chunk = await asyncio.to_thread(f.read, min(CHUNK, end - position))
+        if not chunk:
+            raise ConnectionAbortedError(f"job {dl.job_id}: the spool file shrank")
+        await response.write(chunk)
+        position += len(chunk)
+        dl.sent(len(chunk))
+    await response.write_eof()
+    return response
+
+
+def _open(path: Path) -> BinaryIO | None:
     try:
-        return path.stat().st_size
+        return path.open("rb")
     except FileNotFoundError:
         return None
 
 
-def _reaches_end(request: web.Request, size: int) -> bool:
+def _byte_range(request: web.Request, size: int) -> tuple[int, int]:
+    """The bytes [start, end) a request asks for (the whole file without Range); 416 for
+    a range past the end, a malformed one or several."""
     try:
         rng = request.http_range
-    except ValueError:
-        return False
-    return rng.stop is None or rng.stop >= size
+    except ValueError as e:
+        raise _unsatisfiable(size, f"Bad Range header: {e}") from None
+    start, stop = rng.start, rng.stop
+    if start is None and stop is None:
+        return 0, size
+    if start is None or start < 0:  # a suffix: the last -start bytes
+        start, stop = max(0, size + (start or 0)), None
+    end = size if stop is None else min(stop, size)
+    if start >= end:
+        raise _unsatisfiable(size, f"Range not satisfiable: the file has {size} bytes")
+    return start, end
+
+
+def _unsatisfiable(size: int, reason: str) -> web.HTTPException:
+    return http_error(
+        web.HTTPRequestRangeNotSatisfiable, reason, headers={"Content-Range": f"bytes */{size}"}
+    )

@@ -12,12 +12,13 @@ from aiohttp import BodyPartReader, MultipartReader, web
 from middlewared import jsonc
 from middlewared.app import Middleware
 from middlewared.auth.credentials import Credentials
-from middlewared.errors import MethodNotFound, MiddlewareError, PermissionDenied
+from middlewared.errors import MethodNotFound, MiddlewareError, PermissionDenied, errname
 from middlewared.http.auth import authenticate
 from middlewared.http.errors import PartsOutOfOrder, PayloadTooLarge, error_body, http_error
 from middlewared.http.keys import MIDDLEWARE
 from middlewared.jobs.job import Job
 from middlewared.jobs.pipes import InputPipe, Pipes
+from middlewared.jobs.spool import SpoolFull
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ async def upload_handler(request: web.Request) -> web.StreamResponse:
         raise http_error(web.HTTPBadRequest, f"Malformed multipart body: {e}") from None
     except Stalled:
         return await _cut_off(request, stalled)
-    pipe = app.transfers.input_pipe()
+    pipe = app.transfers.input_pipe(creds.username)
     pipe.expected_bytes = request.content_length
     job = await _start_job(app, creds, method, params, pipe)
     try:
@@ -175,6 +176,10 @@ async def upload_handler(request: web.Request) -> web.StreamResponse:
     except web.HTTPException as e:
         await pipe.close(f"Upload refused: {e.reason}")
         raise
+    except SpoolFull as e:
+        log.warning("job %d: upload refused: %s", job.id, e.reason)
+        await pipe.close(f"Upload refused: {e.reason}")
+        raise http_error(web.HTTPInsufficientStorage, e.reason, errname=errname(e.errno)) from None
     except ValueError as e:
         await pipe.close("Upload refused: malformed multipart body")
         raise http_error(web.HTTPBadRequest, f"Malformed multipart body: {e}") from None

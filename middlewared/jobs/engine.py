@@ -236,7 +236,7 @@ class JobEngine:
                 raise
             self._retry_later(job, policy, e)
             return False
-        job.result = result
+        job.set_result(result)
         await self._end(job, JobState.SUCCESS, None)
         return True
 

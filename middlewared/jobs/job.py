@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from errno import EINVAL
 from typing import Any
 
 from middlewared import jsonc
 from middlewared.auth.credentials import Credentials
-from middlewared.errors import MiddlewareError, ValidationErrors, errname
+from middlewared.errors import CallError, MiddlewareError, ValidationErrors, errname
 from middlewared.jobs.logs import JobLog
 from middlewared.jobs.pipes import Pipes
+from middlewared.lograte import RateLimitedLog
 from middlewared.registry import JobOptions
+
+log = logging.getLogger(__name__)
+_unencodable = RateLimitedLog(log)
 
 
 class JobState(StrEnum):
@@ -204,9 +210,40 @@ class Job:
             "attempt": self.attempt,
         }
 
+    def set_result(self, result: Any) -> None:
+        """Keep the method's result; one JSON has no form for fails the job with the reason
+        (its end must be stored, sent to subscribers and answered)."""
+        try:
+            jsonc.dumps(result)
+        except jsonc.EncodeError as e:
+            raise CallError(f"The result cannot be encoded as JSON: {e}", EINVAL) from None
+        self.result = result
+
     def snapshot(self) -> Snapshot:
+        """The record and its JSON. Never raises: a field with no JSON form (a progress extra,
+        an error's extra) is stored as null rather than leaving the job unstorable."""
         record = self.record(admin=True)
+        try:
+            return Snapshot(record, jsonc.dumps(record))
+        except jsonc.EncodeError as e:
+            _unencodable.warning("job %d: fields with no JSON form stored as null: %s", self.id, e)
+        record = {key: _encodable(value) for key, value in record.items()}
         return Snapshot(record, jsonc.dumps(record))
+
+
+def _encodable(value: Any, depth: int = 1) -> Any:
+    """``value``, with what has no JSON form in it replaced by None (``depth`` levels into
+    objects, so that a progress record keeps its percent when its extra is the culprit)."""
+    try:
+        jsonc.dumps(value)
+    except jsonc.EncodeError:
+        pass
+    else:
+        return value
+    if depth > 0 and isinstance(value, dict):
+        fixed = {k: _encodable(v, depth - 1) for k, v in value.items()}
+        return _encodable(fixed, 0)
+    return None
 
 
 def _consume_exception(fut: asyncio.Future[Any]) -> None:

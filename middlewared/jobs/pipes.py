@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO
 
 from middlewared.errors import CallError
+from middlewared.jobs.spool import SpoolAccount, SpoolQuota
 
 CHUNK = 1024 * 1024
 # An upload's newest bytes a job that keeps up reads from memory rather than the spool.
@@ -38,9 +39,17 @@ class UploadedFile:
     overflowed it.
     """
 
-    def __init__(self, filename: str, path: Path, spool: bool = True) -> None:
+    def __init__(
+        self,
+        filename: str,
+        path: Path,
+        spool: bool = True,
+        account: SpoolAccount | None = None,
+    ) -> None:
         self.filename = filename
         self.path = path
+        # Charged for what reaches the spool file (not the memory tail); given back on discard.
+        self._account = account
         self.size = 0
         self.complete = False
         self.error: str | None = None
@@ -67,6 +76,8 @@ class UploadedFile:
             self._tail_bytes += len(data)
         else:
             pieces = [*self._tail, data]
+            if self._account is not None:
+                self._account.charge(self._tail_bytes + len(data))  # raises SpoolFull
             self._tail.clear()
             self._tail_bytes = 0
             await asyncio.to_thread(self._write, pieces)
@@ -183,14 +194,20 @@ class UploadedFile:
         if close_reader:
             self._close_reader()
         self.path.unlink(missing_ok=True)
+        if self._account is not None:
+            self._account.release()
 
 
 class InputPipe:
     """The files of one upload, in order; a job iterates them as they arrive."""
 
-    def __init__(self, spool_dir: Path, name: str) -> None:
+    def __init__(
+        self, spool_dir: Path, name: str, quota: SpoolQuota | None = None, user: str = ""
+    ) -> None:
         self.spool_dir = spool_dir
         self.name = name
+        self.quota = quota
+        self.user = user
         self.files: list[UploadedFile] = []
         self.closed = False
         self.error: str | None = None
@@ -200,7 +217,8 @@ class InputPipe:
 
     async def new_file(self, filename: str) -> UploadedFile:
         path = self.spool_dir / f"{self.name}.{len(self.files)}.upload"
-        f = await asyncio.to_thread(UploadedFile, filename, path, not self.discarded)
+        account = self.quota.account(self.user) if self.quota is not None else None
+        f = await asyncio.to_thread(UploadedFile, filename, path, not self.discarded, account)
         if self.discarded:
             f.discard(close_reader=True)  # the job ended while the file was being created
         self.files.append(f)
@@ -253,9 +271,16 @@ class OutputPipe:
     """What a job writes for download. Unbuffered: a bounded queue that the downloader
     drains (the job waits while it is full). Buffered: a spool file kept after the job."""
 
-    def __init__(self, buffered: bool, spool_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        buffered: bool,
+        spool_path: Path | None = None,
+        account: SpoolAccount | None = None,
+    ) -> None:
         self.buffered = buffered
         self.spool_path = spool_path
+        # Buffered: charged for every byte spooled, given back when the spool is removed.
+        self._account = account
         self.closed = False
         self.bytes_written = 0
         self._queue: deque[bytes] = deque()
@@ -275,10 +300,13 @@ class OutputPipe:
             raise PipeError("The output pipe is closed")
         if not data:
             return
-        self.bytes_written += len(data)
         if self._file is not None:
+            if self._account is not None:
+                self._account.charge(len(data))  # raises SpoolFull: the job fails with it
+            self.bytes_written += len(data)
             await asyncio.to_thread(self._file.write, data)
             return
+        self.bytes_written += len(data)
         async with self._changed:
             while len(self._queue) >= OUTPUT_QUEUE and not self.reader_gone:
                 await self._changed.wait()
@@ -321,6 +349,8 @@ class OutputPipe:
         if self.spool_path is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.spool_path)
+        if self._account is not None:
+            self._account.release()
 
 
 class Pipes:

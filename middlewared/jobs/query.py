@@ -34,7 +34,7 @@ from middlewared.query.options import (
 )
 from middlewared.query.sql import Dialect, Fields, compile_filter
 from middlewared.query.sqlorder import SqlOrder, compile_sql_order, run_key
-from middlewared.query.sqltext import FALSE, Sql, all_of
+from middlewared.query.sqltext import FALSE, TRUE, Sql, all_of
 from middlewared.query.stream import Collector, Record, too_many_rows
 from middlewared.store.base import Consumer
 
@@ -108,6 +108,19 @@ class _Query:
         return sql
 
 
+def _holds_surrogate(filters: Any) -> bool:
+    """Whether a filter compares with a lone surrogate (a name that is not UTF-8). Text
+    columns hold U+FFFD in its place, so such a filter runs in Python on the exact record."""
+    stack = [filters]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str) and jsonc.has_surrogates(value):
+            return True
+        if isinstance(value, list):
+            stack.extend(value)
+    return False
+
+
 def _decode_record(text: str, admin: bool) -> Record:
     record: Record = jsonc.loads(text)
     if not admin:
@@ -143,13 +156,20 @@ def _visible_sql(app: Middleware, creds: Credentials) -> list[Sql]:
 
 
 def _compile(
-    app: Middleware, creds: Credentials, flt: Filter, opts: QueryOptions, dialect: Dialect
+    app: Middleware,
+    creds: Credentials,
+    flt: Filter,
+    opts: QueryOptions,
+    dialect: Dialect,
+    exact_python: bool = False,
 ) -> _Query:
+    """``exact_python``: every condition runs in Python on the exact record (a filter on
+    names that are not UTF-8, which SQL text holds with U+FFFD in their place)."""
     limits = app.config.query
     deadline = time.monotonic() + limits.timeout_seconds
     overrides = {} if creds.admin else {"exception": None}
     fields = Fields(COLUMNS, dialect, DOCUMENT, overrides)
-    where, residual = compile_filter(flt, fields)
+    where, residual = (TRUE, flt) if exact_python else compile_filter(flt, fields)
     # Nearly every stored job has ended: the state index would only slow this test down
     # (and make SQLite sort by id instead of walking the id index).
     conds = [where, Sql(ENDED.format(dialect.unindexed_template.format('"state"')))]
@@ -193,7 +213,7 @@ async def query_jobs(app: Middleware, creds: Credentials, filters: Any, options:
     dialect = app.store.dialect
     if dialect is None:
         return await _in_python(app, creds, filters, flt, opts, live_matches)
-    q = _compile(app, creds, flt, opts, dialect)
+    q = _compile(app, creds, flt, opts, dialect, exact_python=_holds_surrogate(filters))
     if opts.cursor is not False:
         return await _cursor_page(q, filters, live_matches)
     if opts.count:

@@ -51,6 +51,8 @@ COLUMNS: dict[str, Column] = {
     "error": Column("error", "text"),
     "credentials.data.username": Column("owner", "text"),
 }
+# Columns holding text from the record.
+TEXT_COLUMNS = ("method", "state", "owner", "description", "error")
 
 
 def _row(job: Job, snap: Snapshot) -> dict[str, Any]:
@@ -65,7 +67,7 @@ def _record_row(
     record: dict[str, Any], owner_id: int | None, retry: bool, encoded: str
 ) -> dict[str, Any]:
     """The columns of a job's row: the queryable fields, then the whole record (encoded)."""
-    return {
+    row = {
         "id": record["id"],
         "method": record["method"],
         "state": record["state"],
@@ -84,6 +86,13 @@ def _record_row(
         "retry_on_restart": int(retry),
         "record": encoded,
     }
+    if "\\ud" in encoded:
+        # A lone surrogate somewhere (JSON escapes them; orjson writes nothing else so).
+        # The record keeps it exactly; a text column, which must be UTF-8, gets U+FFFD.
+        for name in TEXT_COLUMNS:
+            if isinstance(row[name], str):
+                row[name] = jsonc.replace_surrogates(row[name])
+    return row
 
 
 def _log_failure(fut: asyncio.Future[None]) -> None:

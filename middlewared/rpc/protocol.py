@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,7 +82,11 @@ def parse_frame(data: str | bytes) -> Frame:
         return Frame([BadMessage(ParseError(f"Invalid JSON: {e}"))], False)
     if _has_big_id(obj):
         # orjson reads integers past 64 bits as floats; ids must come back exactly.
-        obj = json.loads(data)
+        try:
+            obj = jsonc.loads_exact(data)
+        except jsonc.JSONDecodeError as e:
+            error = ParseError(f"Invalid JSON (read again for its id past 64 bits): {e}")
+            return Frame([BadMessage(error)], False)
     if isinstance(obj, list):
         if not obj:
             return Frame([BadMessage(InvalidRequest("Empty batch"))], False)

@@ -297,6 +297,7 @@ async def stats(ctx: CallContext) -> dict[str, Any]:
         "disabled_plugins": dict(app.plugins.disabled),
         "tokens": len(app.tokens),
         "downloads": len(app.transfers.downloads),
+        "spool_bytes": app.transfers.quota.used,
         "tasks": len(asyncio.all_tasks()),
         "fds": _count_fds(),
         "rss_bytes": _rss(),

@@ -53,7 +53,7 @@ async def download(
     mounted = app.calls.check(method, ctx.user)
     if mounted.spec.job is None or "output" not in mounted.spec.job.pipes:
         raise ValidationErrors([("method", f"{method} produces no download", errno.EINVAL)])
-    pipe = app.transfers.output_pipe(buffered)
+    pipe = app.transfers.output_pipe(buffered, ctx.user.username)
     try:
         job = await app.calls.start(
             method,

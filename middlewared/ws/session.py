@@ -24,6 +24,8 @@ from middlewared.errors import (
     TooManyCalls,
 )
 from middlewared.events.bus import Event, Subscription
+from middlewared.jsonc import EncodeError
+from middlewared.lograte import RateLimitedLog
 from middlewared.rpc.errors import error_object
 from middlewared.rpc.protocol import (
     BadMessage,
@@ -40,6 +42,8 @@ if TYPE_CHECKING:
     from middlewared.app import Middleware
 
 log = logging.getLogger(__name__)
+_unexpected = RateLimitedLog(log)
+_unencodable = RateLimitedLog(log)
 
 CLOSE_UNSUPPORTED = 1003
 CLOSE_TOO_BIG = 1009
@@ -147,12 +151,19 @@ class Session:
 
     # -- incoming -----------------------------------------------------------------------
     async def on_text(self, data: str) -> None:
+        """Never raises into the transport: what goes wrong unexpectedly with one frame is
+        logged (rate-limited) and answered with -32603; the connection keeps serving."""
         limit = self.max_frame
-        # The limit is in bytes; encode only when characters alone cannot decide.
-        if len(data) > limit or (len(data) * 4 > limit and len(data.encode()) > limit):
-            await self._close(CLOSE_TOO_BIG, "Frame too large")
-            return
-        self._accept(parse_frame(data))
+        try:
+            # The limit is in bytes; encode only when characters alone cannot decide.
+            if len(data) > limit or (len(data) * 4 > limit and len(data.encode()) > limit):
+                await self._close(CLOSE_TOO_BIG, "Frame too large")
+                return
+            self._accept(parse_frame(data))
+        except Exception as e:
+            _unexpected.error("session %s: a frame failed: %r", self.remote, e, exc_info=True)
+            err = InternalError("The server failed to handle this frame (logged)")
+            self.outbox.put_frame(encode(error_reply(None, err.to_rpc_error())))
         # Replies the client does not read (errors included) must not pile up: stop reading
         # its requests (TCP pushes back on it) until the writer has taken them.
         await self.outbox.wait_room(self.limits.max_inflight)
@@ -228,9 +239,9 @@ class Session:
                 self.inflight -= 1
 
         replies = await asyncio.gather(*(member(m) for m in messages))
-        out = [r for r in replies if r is not None]
+        out = [safe_encode(r) for r in replies if r is not None]
         if out and self.state is not State.CLOSED:
-            await self._reply(encode([json_safe(r) for r in out]))
+            await self._reply(f"[{','.join(out)}]")
 
     async def _handle(self, request: Request) -> dict[str, Any] | None:
         try:
@@ -322,12 +333,14 @@ class Session:
                 # While it holds frames taken from the outbox, replies queue behind them.
                 self._sending += 1
                 try:
-                    frames = [
-                        item if isinstance(item, str) else item.frame(admin)
-                        for item in self.outbox.pop_all()
-                    ]
+                    frames = _frames(self.outbox.pop_all(), admin)
                     if frames:
                         await self.transport.send_many(frames)
+                except (ConnectionError, RuntimeError):
+                    raise
+                except Exception as e:
+                    # Those frames are lost; the connection and its subscriptions are not.
+                    _unexpected.error("session %s: frames not sent: %r", self.remote, e)
                 finally:
                     self._sending -= 1
                 if self.outbox.closed:
@@ -457,20 +470,23 @@ class Session:
         return self.options.as_dict()
 
 
-def json_safe(reply: dict[str, Any]) -> dict[str, Any]:
-    """The reply, or an internal error in its place when its result cannot be encoded
-    (nested past the encoder's depth limit, integers past 64 bits)."""
-    try:
-        encode(reply)
-    except (TypeError, ValueError, RecursionError) as e:
-        log.warning("reply to %r cannot be encoded: %s", reply.get("id"), e)
-        err = InternalError(f"The result cannot be encoded as JSON: {e}")
-        return error_reply(reply.get("id"), err.to_rpc_error())
-    return reply
-
-
 def safe_encode(reply: dict[str, Any]) -> str:
+    """The encoded reply, or an internal error in its place when its result has no JSON
+    form (a non-JSON type, NaN, nesting past the limit)."""
     try:
         return encode(reply)
-    except (TypeError, ValueError, RecursionError):
-        return encode(json_safe(reply))
+    except EncodeError as e:
+        _unencodable.warning("reply to %r cannot be encoded: %s", reply.get("id"), e)
+        err = InternalError(f"The result cannot be encoded as JSON: {e}")
+        return encode(error_reply(reply.get("id"), err.to_rpc_error()))
+
+
+def _frames(items: list[str | Event], admin: bool) -> list[str]:
+    """What the writer sends: replies as they are, events encoded for this reader (an event
+    that cannot be encoded is left out)."""
+    frames = []
+    for item in items:
+        frame = item if isinstance(item, str) else item.frame(admin)
+        if frame is not None:
+            frames.append(frame)
+    return frames

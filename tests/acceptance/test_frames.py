@@ -27,7 +27,8 @@ BAD_FRAMES = [
         -32600,
     ),
     ("id an object", '{"jsonrpc": "2.0", "id": {}, "method": "core.ping"}', -32600),
-    ("invalid utf-8 escape", '{"jsonrpc": "2.0", "id": 1, "method": "\\ud800"}', -32700),
+    # A lone surrogate is a string like any other (names that are not UTF-8 come back so).
+    ("lone surrogate method", '{"jsonrpc": "2.0", "id": 1, "method": "\\ud800"}', -32601),
 ]
 
 
@@ -104,6 +105,26 @@ async def test_deep_json_is_an_error_not_a_crash(server: ServerProc) -> None:
         reply = await c.recv()
         assert reply["error"]["code"] in (-32700, -32600)
         assert await c.call("core.ping") == "pong"
+
+
+async def test_deep_json_with_a_big_id_is_answered_and_not_logged_per_frame(
+    make_server: Callable[..., ServerProc],
+) -> None:
+    """Regression: an id past 64 bits has the frame read again by the standard library,
+    whose RecursionError on deep nesting reached aiohttp (an HTTP 500 written into the
+    WebSocket stream, a traceback logged per frame)."""
+    srv = make_server()
+    deep = "[" * 1000 + "]" * 1000
+    frame = f'{{"jsonrpc": "2.0", "id": {2**64}, "method": "core.ping", "params": {deep}}}'
+    async with raw(srv.ws_url, "root", srv.password) as c:
+        for _ in range(20):
+            await c.send(frame)
+            reply = await c.recv()
+            assert reply["error"]["code"] in (-32700, -32600), reply
+            assert "deep" in reply["error"]["data"]["reason"], reply
+        assert await c.call("core.ping") == "pong"
+    log = srv.log_text()
+    assert "Traceback" not in log and "Error handling request" not in log, log[-3000:]
 
 
 async def test_many_connections_at_once(server: ServerProc) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 from middlewared.context import CallContext
@@ -177,3 +178,52 @@ async def logs(ctx: CallContext, job: Job, lines: int) -> int:
     for i in range(lines):
         job.log(f"line {i}")
     return lines
+
+
+# What the filesystem hands over for a name that is not UTF-8 (b"caf\xe9.txt"): a str
+# decoded with surrogateescape, holding the lone surrogate U+DCE9.
+UNDECODABLE = os.fsdecode(b"caf\xe9.txt")
+
+
+@registry.method()
+async def undecodable(ctx: CallContext) -> str:
+    """A name that is not UTF-8, as os.listdir returns it (a lone surrogate)."""
+    return UNDECODABLE
+
+
+@registry.method(job=JobOptions(description="Names that are not UTF-8"))
+async def undecodable_job(ctx: CallContext, job: Job) -> dict[str, Any]:
+    """Report progress with, then end with, names that are not UTF-8."""
+    job.set_progress(50, UNDECODABLE, {"name": UNDECODABLE})
+    return {"name": UNDECODABLE, "names": [UNDECODABLE, "plain"]}
+
+
+@registry.method()
+async def unencodable(ctx: CallContext) -> Any:
+    """A value JSON has no form for (a set)."""
+    return {1, 2}
+
+
+@registry.method(params=[Param("where", {"enum": ["result", "progress"]})], job=JobOptions())
+async def unencodable_job(ctx: CallContext, job: Job, where: str) -> Any:
+    """A job whose result, or whose progress extra, JSON has no form for (a set)."""
+    if where == "progress":
+        job.set_progress(50, "an extra with no JSON form", {1, 2})
+        await asyncio.sleep(0)
+        job.set_progress(60, "a plain one after it")
+        return True
+    return {1, 2}
+
+
+@registry.method(
+    params=[Param("gate", NAME)], job=JobOptions(pipes=frozenset({"input"}), abortable=True)
+)
+async def late_reader(ctx: CallContext, job: Job, gate: str) -> int:
+    """Read nothing of its upload until ``gate`` opens (the upload is spooled meanwhile)."""
+    await _gate(gate).wait()
+    assert job.pipes.input is not None
+    total = 0
+    async for f in job.pipes.input:
+        async for chunk in f.chunks():
+            total += len(chunk)
+    return total

@@ -15,7 +15,9 @@ RECORD: dict[str, Any] = {"id": 7, "state": "FAILED", "exception": "Traceback: s
 
 
 def frame(event: Event, admin: bool) -> Any:
-    return json.loads(event.frame(admin))
+    text = event.frame(admin)
+    assert text is not None
+    return json.loads(text)
 
 
 @pytest.mark.parametrize("msg", [ADDED, CHANGED])
@@ -57,3 +59,10 @@ def test_a_merged_event_keeps_who_may_see_it() -> None:
         False,
     )
     assert Event("jobs", REMOVED, 9).merged_after(added) is None
+
+
+def test_an_event_with_no_json_form_has_no_frame_and_lone_surrogates_are_escaped() -> None:
+    assert Event("jobs", CHANGED, 9, {"extra": {1, 2}}).frame(False) is None
+    text = Event("jobs", CHANGED, 9, {"name": "caf\udce9"}).frame(False)
+    assert text is not None and text.isascii()
+    assert json.loads(text)["params"]["fields"]["name"] == "caf\udce9"

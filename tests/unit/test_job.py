@@ -390,3 +390,24 @@ async def test_failure_record() -> None:
     assert record["exc_info"]["errname"] == "EPERM"
     assert record["exception"] is None
     assert record["result"] is None
+
+
+# -- encoding ---------------------------------------------------------------------------
+
+
+async def test_a_result_with_no_json_form_is_refused_with_the_reason() -> None:
+    job = make_job()
+    with pytest.raises(CallError, match="cannot be encoded as JSON") as info:
+        job.set_result({1, 2})
+    assert info.value.errno == errno.EINVAL
+    job.set_result({"name": "caf\udce9"})
+    assert job.result == {"name": "caf\udce9"}
+
+
+async def test_a_snapshot_is_always_encodable() -> None:
+    job = make_job()
+    job.set_progress(40, "caf\udce9", {"bad": {1, 2}, "good": 1})
+    snap = job.snapshot()
+    assert snap.encoded.isascii()
+    assert snap.record["progress"] == {"percent": 40.0, "description": "caf\udce9", "extra": None}
+    assert snap.record["arguments"] == ["tank", "********"]

@@ -25,12 +25,12 @@ async def hello(ctx):
     """Say hello."""
     return "hello"
 '''
-NEEDS = '''
+NEEDS = """
 import a_package_nobody_installed  # noqa: F401
 from middlewared.registry import Registry
 
 registry = Registry("fancy")
-'''
+"""
 
 
 @pytest.fixture

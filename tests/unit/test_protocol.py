@@ -208,6 +208,22 @@ def test_parse_frame_never_raises_on_deep_nesting() -> None:
     assert all(isinstance(m, BadMessage) for m in frame.messages)
 
 
+def test_lone_surrogates_are_strings_like_any_other() -> None:
+    """Names that are not UTF-8 reach clients as \\udcXX escapes and may be sent back."""
+    message = only(parse_frame(call(id="caf\udce9", method="m", params=["caf\udce9.txt"])))
+    assert message == Request("m", ["caf\udce9.txt"], "caf\udce9", False)
+    text = encode(result_reply(1, "caf\udce9.txt"))
+    assert text.isascii() and json.loads(text)["result"] == "caf\udce9.txt"
+
+
+def test_a_big_id_in_a_deep_frame_is_a_parse_error_with_the_reason() -> None:
+    frame = (
+        f'{{"jsonrpc": "2.0", "id": {2**64}, "method": "m", "params": {"[" * 1000}{"]" * 1000}}}'
+    )
+    message = bad(parse_frame(frame))
+    assert isinstance(message.error, ParseError) and "nested too deep" in message.error.reason
+
+
 # -- encoding ---------------------------------------------------------------------------
 
 

@@ -216,6 +216,32 @@ async def test_invalid_json_gets_a_parse_error_with_a_null_id(h: Harness) -> Non
     assert set(reply["error"]["data"]) == {"error", "errname", "reason", "extra", "trace"}
 
 
+async def test_a_frame_that_fails_unexpectedly_gets_32603_and_one_log_line(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Text that is not UTF-8 (a lone surrogate): aiohttp never hands such text over, so
+    # the size check's encode() is not ready for it. That failure must not reach aiohttp.
+    bad = '{"jsonrpc": "2.0", "id": 1, "method": "t.echo", "params": ["\ud800' + "x" * 300 + '"]}'
+    for _ in range(5):
+        await h.send(bad)
+        reply = await h.transport.next()
+        assert (reply["id"], reply["error"]["code"]) == (None, -32603)
+        assert "failed to handle this frame" in reply["error"]["data"]["reason"]
+    assert (await h.call("core.ping"))["result"] == "pong"
+    failed = [r for r in caplog.records if "a frame failed" in r.getMessage()]
+    assert len(failed) == 1
+
+
+async def test_an_event_with_no_json_form_is_dropped_and_the_writer_goes_on(h: Harness) -> None:
+    h.login("alice")
+    await h.call("core.subscribe", JOBS)
+    h.app.bus.publish(event(CHANGED, 1, extra={1, 2}))
+    h.app.bus.publish(event(CHANGED, 2, name="caf\udce9"))
+    frame = await asyncio.wait_for(h.transport.next(), 10)
+    assert frame["params"]["id"] == 2 and frame["params"]["fields"]["name"] == "caf\udce9"
+    assert (await h.call("core.ping"))["result"] == "pong"
+
+
 async def test_an_invalid_request_keeps_its_id(h: Harness) -> None:
     await h.send({"jsonrpc": "1.0", "method": "t.echo", "id": 9})
     reply = await h.transport.next()
