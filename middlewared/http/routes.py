@@ -25,8 +25,8 @@ def mount_route(app: web.Application, route: Route) -> None:
 
 def _handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
-        middleware = request.app[MIDDLEWARE]
-        credentials = await authenticate(request, middleware) if route.authenticated else None
+        app = request.app[MIDDLEWARE]
+        credentials = await authenticate(request, app) if route.authenticated else None
         if request.content_length is not None and request.content_length > route.max_body:
             raise http_error(PayloadTooLarge, f"Body larger than {route.max_body} bytes")
         body = bytearray()

@@ -72,26 +72,26 @@ def admission_middleware(admission: Admission) -> Any:
     return request_started
 
 
-def build_app(middleware: Middleware, admission: Admission) -> web.Application:
+def build_app(app: Middleware, admission: Admission) -> web.Application:
     """The API's own routes, then those the plugins declared (routes as data)."""
-    app = web.Application(
+    web_app = web.Application(
         middlewares=[admission_middleware(admission), json_errors], client_max_size=1024**2
     )
-    app[MIDDLEWARE] = middleware
-    app[ADMISSION] = admission
-    app.router.add_get("/api/current", websocket_handler)
-    app.router.add_post("/_upload", upload_handler)
-    app.router.add_post("/_upload/", upload_handler)
-    app.router.add_get("/_download/{job_id}", download_handler)
-    for route in middleware.routes:
-        mount_route(app, route)
-    return app
+    web_app[MIDDLEWARE] = app
+    web_app[ADMISSION] = admission
+    web_app.router.add_get("/api/current", websocket_handler)
+    web_app.router.add_post("/_upload", upload_handler)
+    web_app.router.add_post("/_upload/", upload_handler)
+    web_app.router.add_get("/_download/{job_id}", download_handler)
+    for route in app.routes:
+        mount_route(web_app, route)
+    return web_app
 
 
-async def serve(middleware: Middleware) -> None:
+async def serve(app: Middleware) -> None:
     """Start, print where we listen, run until SIGTERM/SIGINT, then stop gracefully."""
-    await middleware.start()
-    config = middleware.config
+    await app.start()
+    config = app.config
     limits = config.connections
     runner: web.AppRunner | None = None
 
@@ -100,11 +100,11 @@ async def serve(middleware: Middleware) -> None:
         return runner.server()
 
     admission = Admission(limits, handlers)
-    app = build_app(middleware, admission)
+    web_app = build_app(app, admission)
     # Past its first request, a connection's next headers must come within the header
     # timeout too: aiohttp's keep-alive timeout is that deadline.
     runner = web.AppRunner(
-        app,
+        web_app,
         access_log=None,
         handle_signals=False,
         shutdown_timeout=5.0,
@@ -129,9 +129,9 @@ async def serve(middleware: Middleware) -> None:
     finally:
         log.info("shutting down")
         # Jobs end (or are aborted) while their callers are still connected to hear it.
-        await middleware.stop()
+        await app.stop()
         listener.close()
-        sessions: set[Session] = set(middleware.sessions)
+        sessions: set[Session] = set(app.sessions)
         await asyncio.gather(
             *(s.transport.close(GOING_AWAY, "Server shutting down") for s in list(sessions)),
             return_exceptions=True,

@@ -320,7 +320,7 @@ class JobEngine:
         result = job.result
         if result is None or isinstance(result, bool | int | float) or job.options.transient:
             return
-        encoded = jsonc.dumps(result).encode("utf-8", "surrogatepass")
+        encoded = jsonc.dumpb(result)
         if len(encoded) <= self.max_result_bytes:
             return
         path = self.files.result(job.id)

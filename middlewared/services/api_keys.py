@@ -7,7 +7,7 @@ from typing import Any
 from middlewared.context import CallContext
 from middlewared.query import query
 from middlewared.registry import Access, Param, Registry
-from middlewared.services.core import server
+from middlewared.services.core import app_of
 from middlewared.services.schemas import ALLOWLIST, QUERY_PARAMS
 
 registry = Registry("api_key", "API keys")
@@ -35,7 +35,7 @@ KID = {"type": "integer", "minimum": 1}
 @registry.method(params=QUERY_PARAMS, access=Access.ADMIN, name="query")
 async def query_keys(ctx: CallContext, filters: list[Any], options: dict[str, Any]) -> Any:
     """Query API keys (their secrets are never stored nor shown)."""
-    directory = server(ctx).directory
+    directory = app_of(ctx).directory
     records = [directory.key_record(k) for k in directory.keys.values()]
     return query(records, filters, options)
 
@@ -44,7 +44,7 @@ async def query_keys(ctx: CallContext, filters: list[Any], options: dict[str, An
 async def create(ctx: CallContext, data: dict[str, Any]) -> dict[str, Any]:
     """Issue a key for a user (default root) with an allow-list of method patterns
     (default ``["*"]``). The answer's ``key`` is shown this once only."""
-    directory = server(ctx).directory
+    directory = app_of(ctx).directory
     key, secret = await directory.create_key(data)
     return {**directory.key_record(key), "key": secret}
 
@@ -56,12 +56,12 @@ async def create(ctx: CallContext, data: dict[str, Any]) -> dict[str, Any]:
 )
 async def update(ctx: CallContext, kid: int, data: dict[str, Any]) -> dict[str, Any]:
     """Rename a key, change its allow-list or expiry."""
-    directory = server(ctx).directory
+    directory = app_of(ctx).directory
     return directory.key_record(await directory.update_key(kid, data))
 
 
 @registry.method(params=[Param("id", KID)], returns={"type": "boolean"}, access=Access.ADMIN)
 async def delete(ctx: CallContext, kid: int) -> bool:
     """Revoke a key: sessions it logged in and tokens minted from it end at once."""
-    await server(ctx).directory.delete_key(kid)
+    await app_of(ctx).directory.delete_key(kid)
     return True

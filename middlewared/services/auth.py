@@ -9,7 +9,7 @@ from typing import Any
 from middlewared.auth.credentials import Identity
 from middlewared.context import CallContext
 from middlewared.registry import Access, Param, Registry
-from middlewared.services.core import server, session
+from middlewared.services.core import app_of, session
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ async def _login(
 ) -> bool:
     """One login attempt: counted against the throttle before anything is checked (so
     attempts made at once cannot all be checked), taken back when it succeeds."""
-    app = server(ctx)
+    app = app_of(ctx)
     remote = _remote(ctx)
     ticket = app.throttle.begin(remote)
     identity = await check()
@@ -45,20 +45,20 @@ async def _password(ctx: CallContext, username: str, password: str) -> bool:
     return await _login(
         ctx,
         f"password, user {username}",
-        lambda: server(ctx).directory.check_password(username, password),
+        lambda: app_of(ctx).directory.check_password(username, password),
     )
 
 
 async def _api_key(ctx: CallContext, key: str, username: str | None = None) -> bool:
     async def check() -> Identity | None:
-        return server(ctx).directory.check_api_key(key, username)
+        return app_of(ctx).directory.check_api_key(key, username)
 
     return await _login(ctx, "api key", check)
 
 
 async def _token(ctx: CallContext, token: str) -> bool:
     async def check() -> Identity | None:
-        return server(ctx).tokens.login(token)
+        return app_of(ctx).tokens.login(token)
 
     return await _login(ctx, "token", check)
 
@@ -136,7 +136,7 @@ async def login_ex(ctx: CallContext, data: dict[str, Any]) -> dict[str, Any]:
 
 def _me(ctx: CallContext) -> dict[str, Any]:
     creds = session(ctx).credentials or ctx.user
-    app = server(ctx)
+    app = app_of(ctx)
     user = app.directory.users.get(creds.user_id) if creds.user_id is not None else None
     return {
         "id": creds.user_id,
@@ -179,4 +179,4 @@ async def generate_token(ctx: CallContext, ttl: int, single_use: bool) -> str:
     the caller's rights as they stand when it is used (it dies with its user or key). It
     never outlives what the caller logged in with: a token minted from a token or from an
     expiring API key ends no later than that one."""
-    return server(ctx).tokens.issue(ctx.user, ttl, single_use)
+    return app_of(ctx).tokens.issue(ctx.user, ttl, single_use)

@@ -38,7 +38,7 @@ def stored_failure(record: dict[str, Any]) -> MiddlewareError:
 async def visible_job(ctx: CallContext, job_id: int) -> tuple[Job | None, dict[str, Any] | None]:
     """The live job or the stored record of ``job_id`` if the caller may see it (ENOENT
     otherwise: what exists is not revealed)."""
-    app = server(ctx)
+    app = app_of(ctx)
     live = app.jobs.get_live(job_id)
     if live is not None:
         if app.visibility.job(ctx.user, live.owner_id, live.method, live.key_id):
@@ -50,7 +50,8 @@ async def visible_job(ctx: CallContext, job_id: int) -> tuple[Job | None, dict[s
     return None, await app.job_store.get(job_id)
 
 
-def server(ctx: CallContext) -> Middleware:
+def app_of(ctx: CallContext) -> Middleware:
+    """The server a core method runs in (``ctx.app`` with its full type)."""
     return cast("Middleware", ctx.app)
 
 
@@ -98,7 +99,7 @@ async def set_options(ctx: CallContext, options: dict[str, Any]) -> dict[str, An
 async def get_methods(ctx: CallContext) -> dict[str, Any]:
     """Every method the caller may call: description, params and result schemas, job flags,
     access level."""
-    app = server(ctx)
+    app = app_of(ctx)
     methods: dict[str, Any] = {}
     for mounted in sorted(app.methods, key=lambda m: m.spec.name):
         spec = mounted.spec
@@ -138,7 +139,7 @@ async def get_methods(ctx: CallContext) -> dict[str, Any]:
 async def get_jobs(ctx: CallContext, filters: list[Any], options: dict[str, Any]) -> Any:
     """Query jobs (live and stored) with the filter grammar. Full administrators see every
     job; anyone else their own jobs of the methods their allow-list grants."""
-    return await query_jobs(server(ctx), ctx.user, filters, options)
+    return await query_jobs(app_of(ctx), ctx.user, filters, options)
 
 
 @registry.method(
@@ -163,7 +164,7 @@ async def unsubscribe(ctx: CallContext, sub_id: str) -> None:
 @registry.method(params=[Param("id", JOB_ID)], returns={"type": "null"}, access=Access.SELF)
 async def job_abort(ctx: CallContext, job_id: int) -> None:
     """Abort a waiting job, or a running one that is abortable (a job the caller may see)."""
-    app = server(ctx)
+    app = app_of(ctx)
     target = app.jobs.get_live(job_id)
     if target is None or not app.visibility.job(
         ctx.user, target.owner_id, target.method, target.key_id
@@ -181,7 +182,7 @@ async def job_abort(ctx: CallContext, job_id: int) -> None:
 )
 async def job_wait(ctx: CallContext, job: Job, job_id: int) -> Any:
     """Wait for another job to end, mirroring its progress; returns its result."""
-    app = server(ctx)
+    app = app_of(ctx)
     target, record = await visible_job(ctx, job_id)
     if target is None:
         assert record is not None
@@ -253,7 +254,7 @@ async def bulk(
 
     Returns one ``{"job_id", "result", "error"}`` per call; a failure does not stop the rest.
     """
-    app = server(ctx)
+    app = app_of(ctx)
     limit = app.config.limits.max_bulk_calls
     if len(params) > limit:
         raise ValidationErrors(
@@ -288,7 +289,7 @@ async def bulk(
 async def stats(ctx: CallContext) -> dict[str, Any]:
     """What the server holds now: connections, subscriptions, live jobs, asyncio tasks,
     open file descriptors and resident memory (to check that nothing leaks)."""
-    app = server(ctx)
+    app = app_of(ctx)
     return {
         "sessions": app.session_count(),
         "subscriptions": app.bus.subscriber_count(),

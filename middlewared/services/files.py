@@ -12,7 +12,7 @@ from middlewared.context import CallContext
 from middlewared.errors import MiddlewareError, ValidationErrors
 from middlewared.jobs.pipes import Pipes
 from middlewared.registry import Access, Param, Registry
-from middlewared.services.core import server, visible_job
+from middlewared.services.core import app_of, visible_job
 from middlewared.services.schemas import JOB_ID
 
 registry = Registry("core", "File transfers")
@@ -49,7 +49,7 @@ async def download(
     within the configured deadline (60 s) or the job is aborted; buffered output is spooled
     to disk and kept for an hour after the job ends.
     """
-    app = server(ctx)
+    app = app_of(ctx)
     mounted = app.calls.check(method, ctx.user)
     if mounted.spec.job is None or "output" not in mounted.spec.job.pipes:
         raise ValidationErrors([("method", f"{method} produces no download", errno.EINVAL)])
@@ -82,7 +82,7 @@ async def download(
 )
 async def job_download_logs(ctx: CallContext, job_id: int, filename: str | None) -> str:
     """A download URL (single-use token) for the log file of a job the caller may see."""
-    app = server(ctx)
+    app = app_of(ctx)
     return await _serve_file(
         ctx, job_id, app.job_files.log(job_id), filename or f"job_{job_id}.log", "logs"
     )
@@ -99,14 +99,14 @@ async def job_download_logs(ctx: CallContext, job_id: int, filename: str | None)
 async def job_download_result(ctx: CallContext, job_id: int, filename: str | None) -> str:
     """A download URL (single-use token) for the result of a job the caller may see, as
     JSON: for results too large for the job's record (its ``result_size`` is set)."""
-    app = server(ctx)
+    app = app_of(ctx)
     return await _serve_file(
         ctx, job_id, app.job_files.result(job_id), filename or f"job_{job_id}.json", "result"
     )
 
 
 async def _serve_file(ctx: CallContext, job_id: int, path: Path, filename: str, what: str) -> str:
-    app = server(ctx)
+    app = app_of(ctx)
     try:
         await visible_job(ctx, job_id)
     except MiddlewareError:

@@ -6,7 +6,7 @@ from typing import Any
 
 from middlewared.context import CallContext
 from middlewared.registry import Access, Param, Registry
-from middlewared.services.core import server
+from middlewared.services.core import app_of
 
 registry = Registry("settings", "Plugin settings")
 
@@ -16,7 +16,7 @@ NAMESPACE = {"type": "string", "minLength": 1}
 @registry.method(returns={"type": "object"}, access=Access.ADMIN)
 async def schemas(ctx: CallContext) -> dict[str, Any]:
     """Each namespace that has settings, with the JSON Schema of its settings object."""
-    return server(ctx).settings.schemas()
+    return app_of(ctx).settings.schemas()
 
 
 @registry.method(
@@ -24,7 +24,7 @@ async def schemas(ctx: CallContext) -> dict[str, Any]:
 )
 async def get(ctx: CallContext, namespace: str) -> dict[str, Any]:
     """A namespace's settings (its defaults, overlaid with what was changed)."""
-    return server(ctx).get_settings(namespace)
+    return app_of(ctx).get_settings(namespace)
 
 
 @registry.method(
@@ -35,4 +35,4 @@ async def get(ctx: CallContext, namespace: str) -> dict[str, Any]:
 async def update(ctx: CallContext, namespace: str, changes: dict[str, Any]) -> dict[str, Any]:
     """Change some of a namespace's settings (validated against its schema); returns them
     all. They are kept in the store and carried by ``config.save``."""
-    return await server(ctx).set_settings(namespace, changes)
+    return await app_of(ctx).set_settings(namespace, changes)

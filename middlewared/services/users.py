@@ -7,7 +7,7 @@ from typing import Any
 from middlewared.context import CallContext
 from middlewared.query import query
 from middlewared.registry import Access, Param, Registry
-from middlewared.services.core import server
+from middlewared.services.core import app_of
 from middlewared.services.schemas import ALLOWLIST, QUERY_PARAMS
 
 registry = Registry("user", "Users")
@@ -33,7 +33,7 @@ UID = {"type": "integer", "minimum": 1}
 @registry.method(params=QUERY_PARAMS, access=Access.ADMIN, name="query")
 async def query_users(ctx: CallContext, filters: list[Any], options: dict[str, Any]) -> Any:
     """Query users (no password hashes, ever)."""
-    records = [u.record() for u in server(ctx).directory.users.values()]
+    records = [u.record() for u in app_of(ctx).directory.users.values()]
     return query(records, filters, options)
 
 
@@ -42,7 +42,7 @@ async def query_users(ctx: CallContext, filters: list[Any], options: dict[str, A
 )
 async def create(ctx: CallContext, data: dict[str, Any]) -> dict[str, Any]:
     """Create a user. Non-admins may call only the methods their allow-list matches."""
-    return (await server(ctx).directory.create_user(data)).record()
+    return (await app_of(ctx).directory.create_user(data)).record()
 
 
 @registry.method(
@@ -54,12 +54,12 @@ async def update(ctx: CallContext, uid: int, data: dict[str, Any]) -> dict[str, 
     """Change a user's name, password, admin flag, lock or allow-list; their open sessions
     and tokens have the new rights from their next call. Refused when it would leave no
     administrator who can log in."""
-    return (await server(ctx).directory.update_user(uid, data)).record()
+    return (await app_of(ctx).directory.update_user(uid, data)).record()
 
 
 @registry.method(params=[Param("id", UID)], returns={"type": "boolean"}, access=Access.ADMIN)
 async def delete(ctx: CallContext, uid: int) -> bool:
     """Delete a user and their API keys; their sessions and tokens end at once. The last
     administrator who can log in cannot be deleted."""
-    await server(ctx).directory.delete_user(uid)
+    await app_of(ctx).directory.delete_user(uid)
     return True
