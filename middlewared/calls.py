@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ from middlewared.errors import (
 from middlewared.jobs.pipes import Pipes
 from middlewared.registry import Access, MethodSpec
 from middlewared.rpc.schema import ParamsBinder, redact
+from middlewared.store.base import Op
 
 if TYPE_CHECKING:
     from middlewared.context import ServerApi, SessionApi
@@ -136,6 +137,7 @@ class Calls:
         origin: str = "call",
         quota: JobQuota | None = None,
         return_job: bool = False,
+        extra_ops: Sequence[Op] = (),
     ) -> Any:
         """Call ``name``: a plain method's result, or (for a job) the job's result once it
         ended (its id at once with ``legacy_jobs``; the Job itself with ``return_job``)."""
@@ -145,7 +147,7 @@ class Calls:
         if spec.job is None:
             return await spec.func(CallContext(self.app, creds, session, message_id, spec), *args)
         assert creds is not None
-        job = await self._submit(mounted, args, creds, message_id, None, origin, quota)
+        job = await self._submit(mounted, args, creds, message_id, None, origin, quota, extra_ops)
         if return_job:
             return job
         if legacy_jobs:
@@ -184,6 +186,7 @@ class Calls:
         pipes: Pipes | None,
         origin: str,
         quota: JobQuota | None,
+        extra_ops: Sequence[Op] = (),
     ) -> Job:
         spec = mounted.spec
         limit = self.max_live_jobs_per_user
@@ -193,7 +196,7 @@ class Calls:
             quota.take()
         try:
             job = await self.engine.submit(
-                spec, args, redact(args, spec.params), creds, message_id, pipes, origin
+                spec, args, redact(args, spec.params), creds, message_id, pipes, origin, extra_ops
             )
         except BaseException:
             if quota is not None:

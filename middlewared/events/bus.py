@@ -46,6 +46,9 @@ class Event:
     everyone: bool = False
     # The API key the object (a job) was made with: restricted keys see only their own.
     owner_key: int | None = None
+    # The job whose work caused this event (a job's own events; a file a job wrote), so that
+    # a trigger never fires on what the jobs it started did.
+    cause: int | None = None
     _frames: dict[bool, str | None] = field(default_factory=dict)
 
     def params(self, admin: bool) -> dict[str, Any]:
@@ -113,6 +116,7 @@ class Event:
                 self.method,
                 self.everyone,
                 self.owner_key,
+                self.cause,
             )
         return self
 

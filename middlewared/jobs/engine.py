@@ -27,6 +27,7 @@ from middlewared.jobs.queue import JobQueue, LocalQueue
 from middlewared.jobs.store import JobStore
 from middlewared.jobs.unstored import UnstoredEnds
 from middlewared.registry import MethodSpec, RetryPolicy
+from middlewared.store.base import Op
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,12 @@ class JobEngine:
         message_id: Any = None,
         pipes: Pipes | None = None,
         origin: str = "call",
+        extra_ops: Sequence[Op] = (),
     ) -> Job:
         """Create (or merge into) a job and return it once it is durably recorded.
+
+        ``extra_ops`` are stored in the job's insert transaction (a trigger's fire); a call
+        with them is never merged into another job.
 
         A call is merged into a waiting job only when it is the same call (method and
         arguments) of the same user and the lock's queue is full; a call that opens pipes
@@ -127,7 +132,7 @@ class JobEngine:
         )
         if pipes is not None:
             job.pipes = pipes
-        target = self.queue.merge_target(job, options.lock_queue_size)
+        target = None if extra_ops else self.queue.merge_target(job, options.lock_queue_size)
         if target is not None:
             await target.persisted
             if message_id is not None:
@@ -138,19 +143,21 @@ class JobEngine:
             log.info("job %d: call %r merged into it", target.id, message_id)
             return target
         job.id = self.queue.allocate_id()
-        self._start(job)
+        self._start(job, extra_ops)
         await job.persisted
         return job
 
-    def _start(self, job: Job) -> None:
+    def _start(self, job: Job, extra_ops: Sequence[Op] = ()) -> None:
         """Register the job, queue its insert, and start its task (which waits for the insert)."""
+        if job.options.transient and extra_ops:
+            raise CallError(f"{job.method} is transient: it cannot be started by a trigger")
         if job.options.transient:
             # Not stored, but its id is taken for good all the same.
             self.store.reserve(job.id)
             self._launch(job, None, None)
         else:
             snap = job.snapshot()
-            self._launch(job, self.store.insert(job, snap), snap)
+            self._launch(job, self.store.insert(job, snap, extra_ops), snap)
 
     def _launch(self, job: Job, write: asyncio.Future[None] | None, snap: Snapshot | None) -> None:
         """Register the job and start its task; ``write`` stores ``snap``, its first record."""

@@ -32,6 +32,7 @@ class JobEvents:
                         owner=p.owner_id,
                         method=p.method,
                         owner_key=p.key_id,
+                        cause=p.id,
                     )
                 )
 
@@ -57,4 +58,5 @@ def job_event(job: Job, msg: str, snap: Snapshot | None) -> Event:
         encoded,
         job.method,
         owner_key=job.credentials.api_key_id,
+        cause=job.id,
     )

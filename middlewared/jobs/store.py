@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from middlewared import jsonc
@@ -116,11 +117,14 @@ class JobStore:
         self._next_id += 1
         return job_id
 
-    def insert(self, job: Job, snap: Snapshot) -> asyncio.Future[None]:
+    def insert(self, job: Job, snap: Snapshot, extra: Sequence[Op] = ()) -> asyncio.Future[None]:
+        """The job's first row, with ``extra`` writes in the same transaction (a trigger's
+        fire: the fire and the job it starts are stored together or not at all)."""
         return self.store.write(
             [
                 Op("insert_job", _row(job, snap)),
                 Op("raise_counter", {"name": "jobs", "value": job.id}),
+                *extra,
             ]
         )
 
