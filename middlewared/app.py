@@ -36,6 +36,7 @@ from middlewared.routes import Route
 from middlewared.settings import Settings
 from middlewared.store import open_store
 from middlewared.transfers import Transfers
+from middlewared.triggers.engine import TriggerEngine
 
 if TYPE_CHECKING:
     from middlewared.ws.session import Session
@@ -75,6 +76,7 @@ class Middleware:
         self.transfers = Transfers(config, self.jobs)
         self.settings = Settings(self.store)
         self.plugins = PluginLoader(self)
+        self.triggers = TriggerEngine(self)
         self.registries: list[Registry] = []
         self.routes: list[Route] = []
         self.sessions: set[Session] = set()
@@ -82,6 +84,7 @@ class Middleware:
         self._lock = datadir.DataDirLock(config.data_dir)
         self._lifespans = contextlib.AsyncExitStack()
         self._retention_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.directory.on_change(self._credentials_changed)
         self.collections.add(Collection(COLLECTION, "Jobs: added, changed, removed", True))
 
@@ -138,6 +141,7 @@ class Middleware:
         count = await recover(self.jobs, self.methods.lookup, self.directory.resolve)
         if count:
             log.warning("%d jobs were pending when the server last stopped", count)
+        await self.triggers.start()
         # Retention runs beside serving, its first pass at once: start-up does not wait for it.
         self._retention_task = asyncio.create_task(self._retention_loop(), name="retention")
 
@@ -146,6 +150,7 @@ class Middleware:
             self._retention_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retention_task
+        await self.triggers.stop()
         await self.jobs.shutdown(self.config.shutdown_grace_seconds)
         self.transfers.close()
         for listener in self.bus.listeners:
@@ -178,10 +183,22 @@ class Middleware:
             print("Created user root with the password from MIDDLEWARED_ROOT_PASSWORD", flush=True)
 
     def _credentials_changed(self) -> None:
-        """A user or key changed: every session and token takes it into account now."""
+        """A user or key changed: every session, token and trigger takes it into account
+        now (a trigger whose owner is gone is paused with the reason)."""
         for session in list(self.sessions):
             session.refresh()
         self.tokens.revoke_unresolvable(self.directory.resolve)
+        if self._retention_task is not None:
+            self._background(self.triggers.check_owners())
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def add_route(self, route: Route) -> None:
+        """Serve a route decided at start (a lifespan knows the configuration)."""
+        self.routes.append(route)
 
     # -- events ---------------------------------------------------------------------------
     def publish(self, event: Event) -> None:

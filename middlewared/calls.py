@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -23,11 +23,10 @@ from middlewared.errors import (
 from middlewared.jobs.pipes import Pipes
 from middlewared.registry import Access, MethodSpec
 from middlewared.rpc.schema import ParamsBinder, redact
-from middlewared.store.base import Op
 
 if TYPE_CHECKING:
     from middlewared.context import ServerApi, SessionApi
-    from middlewared.jobs.engine import JobEngine
+    from middlewared.jobs.engine import ExtraOps, JobEngine
     from middlewared.jobs.job import Job
 
 log = logging.getLogger(__name__)
@@ -137,7 +136,8 @@ class Calls:
         origin: str = "call",
         quota: JobQuota | None = None,
         return_job: bool = False,
-        extra_ops: Sequence[Op] = (),
+        extra_ops: ExtraOps | None = None,
+        lock_key: str | None = None,
     ) -> Any:
         """Call ``name``: a plain method's result, or (for a job) the job's result once it
         ended (its id at once with ``legacy_jobs``; the Job itself with ``return_job``)."""
@@ -147,7 +147,9 @@ class Calls:
         if spec.job is None:
             return await spec.func(CallContext(self.app, creds, session, message_id, spec), *args)
         assert creds is not None
-        job = await self._submit(mounted, args, creds, message_id, None, origin, quota, extra_ops)
+        job = await self._submit(
+            mounted, args, creds, message_id, None, origin, quota, extra_ops, lock_key
+        )
         if return_job:
             return job
         if legacy_jobs:
@@ -186,7 +188,8 @@ class Calls:
         pipes: Pipes | None,
         origin: str,
         quota: JobQuota | None,
-        extra_ops: Sequence[Op] = (),
+        extra_ops: ExtraOps | None = None,
+        lock_key: str | None = None,
     ) -> Job:
         spec = mounted.spec
         limit = self.max_live_jobs_per_user
@@ -196,7 +199,15 @@ class Calls:
             quota.take()
         try:
             job = await self.engine.submit(
-                spec, args, redact(args, spec.params), creds, message_id, pipes, origin, extra_ops
+                spec,
+                args,
+                redact(args, spec.params),
+                creds,
+                message_id,
+                pipes,
+                origin,
+                extra_ops,
+                lock_key,
             )
         except BaseException:
             if quota is not None:

@@ -19,6 +19,7 @@ from middlewared.config import (
     Retention,
     ServerConfig,
     TransferLimits,
+    TriggerLimits,
 )
 from middlewared.errors import MiddlewareError
 
@@ -177,7 +178,30 @@ def parser() -> argparse.ArgumentParser:
     )
     _connection_options(p)
     _query_options(p)
+    _trigger_options(p)
     return p
+
+
+def _trigger_options(p: argparse.ArgumentParser) -> None:
+    t = TriggerLimits
+    p.add_argument(
+        "--allow-unsigned-webhooks",
+        action="store_true",
+        help="accept webhook triggers whose auth kind is none (refused by default)",
+    )
+    p.add_argument(
+        "--max-webhook-body",
+        type=int,
+        default=t.max_webhook_body,
+        help="bytes; a larger webhook body gets 413 (default %(default)s)",
+    )
+    p.add_argument(
+        "--webhook-max-failures",
+        type=int,
+        default=t.webhook_max_failures,
+        help="failed webhook signatures per address in --login-window before 429 "
+        "(counted apart from logins; default %(default)s)",
+    )
 
 
 def _connection_options(p: argparse.ArgumentParser) -> None:
@@ -294,6 +318,11 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             max_unauthenticated=args.max_unauthenticated,
             max_unauthenticated_per_address=args.max_unauthenticated_per_address,
             fd_reserve=args.fd_reserve,
+        ),
+        triggers=TriggerLimits(
+            allow_unsigned_webhooks=args.allow_unsigned_webhooks,
+            max_webhook_body=args.max_webhook_body,
+            webhook_max_failures=args.webhook_max_failures,
         ),
         query=QueryLimits(
             max_conditions=args.max_query_conditions,

@@ -55,6 +55,19 @@ class ConnectionLimits:
 
 
 @dataclass(frozen=True)
+class TriggerLimits:
+    """Triggers and their webhooks."""
+
+    # Webhooks with auth kind "none" are refused at create time unless this is set.
+    allow_unsigned_webhooks: bool = False
+    # A webhook body larger than this gets 413.
+    max_webhook_body: int = 1024 * 1024
+    # Failed webhook signatures per address in --login-window, past which: 429 (counted
+    # apart from failed logins).
+    webhook_max_failures: int = 20
+
+
+@dataclass(frozen=True)
 class Retention:
     """How long finished jobs are kept."""
 
@@ -121,6 +134,7 @@ class ServerConfig:
     login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
     transfers: TransferLimits = field(default_factory=TransferLimits)
     connections: ConnectionLimits = field(default_factory=ConnectionLimits)
+    triggers: TriggerLimits = field(default_factory=TriggerLimits)
     query: QueryLimits = field(default_factory=QueryLimits)
     # "full": fsync each group commit (survives power loss); "normal": survives a crash.
     durability: str = "full"

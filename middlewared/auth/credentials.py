@@ -13,6 +13,8 @@ class CredentialKind(StrEnum):
     LOGIN_PASSWORD = "LOGIN_PASSWORD"
     API_KEY = "API_KEY"
     TOKEN = "TOKEN"
+    # A job a trigger started: its owner's identity, as it stands when the trigger fires.
+    TRIGGER = "TRIGGER"
     INTERNAL = "INTERNAL"
 
 

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 __all__ = ["COLLECTION", "JobAborted", "JobEngine"]
 
 Invoke = Callable[[Job], Awaitable[Any]]
+# Writes stored with a new job's insert, given its id.
+ExtraOps = Callable[[int], Sequence[Op]]
 
 # A result larger than this (encoded) is kept in a file of its own, not in the job's record
 # (which every page of core.get_jobs and every event carries).
@@ -103,12 +105,14 @@ class JobEngine:
         message_id: Any = None,
         pipes: Pipes | None = None,
         origin: str = "call",
-        extra_ops: Sequence[Op] = (),
+        extra_ops: ExtraOps | None = None,
+        lock_key: str | None = None,
     ) -> Job:
         """Create (or merge into) a job and return it once it is durably recorded.
 
-        ``extra_ops`` are stored in the job's insert transaction (a trigger's fire); a call
-        with them is never merged into another job.
+        ``extra_ops(job_id)`` are the writes stored in the job's insert transaction (a
+        trigger's fire); a call with them is never merged into another job. ``lock_key``
+        locks a job whose method declares no lock (a trigger's jobs, one at a time).
 
         A call is merged into a waiting job only when it is the same call (method and
         arguments) of the same user and the lock's queue is full; a call that opens pipes
@@ -126,13 +130,14 @@ class JobEngine:
             shown_arguments=shown_args,
             credentials=credentials,
             message_id=message_id,
-            lock_key=resolve_option(options.lock, args),
+            lock_key=resolve_option(options.lock, args) or lock_key,
             description=resolve_option(options.description, args),
             origin=origin,
         )
         if pipes is not None:
             job.pipes = pipes
-        target = None if extra_ops else self.queue.merge_target(job, options.lock_queue_size)
+        merge = extra_ops is None
+        target = self.queue.merge_target(job, options.lock_queue_size) if merge else None
         if target is not None:
             await target.persisted
             if message_id is not None:
@@ -143,7 +148,7 @@ class JobEngine:
             log.info("job %d: call %r merged into it", target.id, message_id)
             return target
         job.id = self.queue.allocate_id()
-        self._start(job, extra_ops)
+        self._start(job, extra_ops(job.id) if extra_ops is not None else ())
         await job.persisted
         return job
 

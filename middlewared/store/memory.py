@@ -33,7 +33,7 @@ class MemoryStore(Store):
     def __init__(self) -> None:
         self.tables: dict[str, dict[Any, Row]] = {name: {} for name in TABLE_COLUMNS}
         self.tables["counters"] = {
-            name: {"name": name, "value": 0} for name in ("jobs", "users", "api_keys")
+            name: {"name": name, "value": 0} for name in ("jobs", "users", "api_keys", "triggers")
         }
         self._open = False
         self._reads: dict[str, Callable[..., list[Row]]] = {
@@ -51,6 +51,9 @@ class MemoryStore(Store):
             "all_api_keys": lambda: self._all("api_keys"),
             "all_settings": lambda: self._all("settings"),
             "finished_job_records": self._finished_records,
+            "all_triggers": lambda: self._all("triggers"),
+            "last_trigger_fire": self._last_fire,
+            "all_trigger_windows": lambda: self._all("trigger_windows"),
         }
         self._writes: dict[str, Callable[[dict[str, Any]], Undo]] = {
             "set_meta": lambda p: self._upsert("meta", p["name"], p),
@@ -66,6 +69,16 @@ class MemoryStore(Store):
             "delete_api_key": lambda p: self._delete("api_keys", p["id"]),
             "delete_user_api_keys": self._delete_user_keys,
             "set_settings": lambda p: self._upsert("settings", p["namespace"], p),
+            "insert_trigger": self._insert_trigger,
+            "update_trigger": self._update_trigger,
+            "delete_trigger": lambda p: self._delete("triggers", p["id"]),
+            "insert_trigger_fire": lambda p: self._insert(
+                "trigger_fires", (p["trigger_id"], p["due"]), p
+            ),
+            "delete_trigger_fires": self._delete_fires,
+            "prune_trigger_fires": self._prune_fires,
+            "open_trigger_window": lambda p: self._upsert("trigger_windows", p["trigger_id"], p),
+            "close_trigger_window": lambda p: self._delete("trigger_windows", p["trigger_id"]),
         }
 
     # -- the contract ---------------------------------------------------------------------
@@ -106,9 +119,11 @@ class MemoryStore(Store):
         self._check_open()
         version = await asyncio.to_thread(validate_and_upgrade, src)
         tables = await asyncio.to_thread(read_snapshot, src)
-        for name in ("users", "api_keys", "meta", "settings"):
+        for name in ("users", "api_keys", "meta", "settings", "triggers", "trigger_windows"):
             key = _KEYS[name]
             self.tables[name] = {row[key]: row for row in tables[name]}
+        for row in tables["trigger_fires"]:
+            self.tables["trigger_fires"].setdefault((row["trigger_id"], row["due"]), row)
         jobs = self.tables["jobs"]
         for row in tables["jobs"]:
             if row["state"] in ENDED and row["id"] not in jobs:
@@ -247,18 +262,58 @@ class MemoryStore(Store):
             if row["username"] == params["username"] and row["id"] != params["id"]:
                 raise CallError(f"users: username {params['username']!r} is taken")
 
-    def _delete_user_keys(self, params: dict[str, Any]) -> Undo:
-        undo = [
-            self._delete("api_keys", k)
-            for k, r in list(self.tables["api_keys"].items())
-            if r["user_id"] == params["user_id"]
+    def _unique_hook_path(self, params: dict[str, Any]) -> None:
+        path = params.get("hook_path")
+        for row in self.tables["triggers"].values():
+            if path is not None and row["hook_path"] == path and row["id"] != params["id"]:
+                raise CallError(f"triggers: hook path {path!r} is taken")
+
+    def _insert_trigger(self, params: dict[str, Any]) -> Undo:
+        self._unique_hook_path(params)
+        return self._insert("triggers", params["id"], params)
+
+    def _update_trigger(self, params: dict[str, Any]) -> Undo:
+        self._unique_hook_path(params)
+        return self._update("triggers", params["id"], params)
+
+    def _last_fire(self, trigger_id: int) -> list[Row]:
+        dues = [
+            r["due"] for r in self.tables["trigger_fires"].values() if r["trigger_id"] == trigger_id
         ]
+        return [{"due": max(dues) if dues else None}]
+
+    def _delete_fires(self, params: dict[str, Any]) -> Undo:
+        keys = [
+            k
+            for k, r in self.tables["trigger_fires"].items()
+            if r["trigger_id"] == params["trigger_id"]
+        ]
+        return self._delete_many("trigger_fires", keys)
+
+    def _prune_fires(self, params: dict[str, Any]) -> Undo:
+        fires = self.tables["trigger_fires"]
+        newest: dict[int, int] = {}
+        for r in fires.values():
+            newest[r["trigger_id"]] = max(newest.get(r["trigger_id"], r["due"]), r["due"])
+        keys = [
+            k
+            for k, r in fires.items()
+            if r["due"] < params["before"] and r["due"] < newest[r["trigger_id"]]
+        ]
+        return self._delete_many("trigger_fires", keys)
+
+    def _delete_many(self, table: str, keys: list[Any]) -> Undo:
+        undo = [self._delete(table, k) for k in keys]
 
         def restore() -> None:
             for step in reversed(undo):
                 step()
 
         return restore
+
+    def _delete_user_keys(self, params: dict[str, Any]) -> Undo:
+        keys = [k for k, r in self.tables["api_keys"].items() if r["user_id"] == params["user_id"]]
+        return self._delete_many("api_keys", keys)
 
 
 def _remover(rows: dict[Any, Row], key: Any) -> Undo:
@@ -268,7 +323,14 @@ def _remover(rows: dict[Any, Row], key: Any) -> Undo:
     return remove
 
 
-_KEYS = {"users": "id", "api_keys": "id", "meta": "name", "settings": "namespace"}
+_KEYS = {
+    "users": "id",
+    "api_keys": "id",
+    "meta": "name",
+    "settings": "namespace",
+    "triggers": "id",
+    "trigger_windows": "trigger_id",
+}
 
 
 def _retention_row(row: Row) -> Row:

@@ -42,4 +42,5 @@ def split_statements(script: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
-SCHEMA_VERSION = 2
+# The schema this server writes: its highest numbered migration.
+SCHEMA_VERSION = max(version for version, _ in migrations())

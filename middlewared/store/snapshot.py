@@ -42,6 +42,9 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
         "created",
         "expires",
     ),
+    "triggers": ("id", "type", "owner_id", "paused", "next_run", "hook_path", "record"),
+    "trigger_fires": ("trigger_id", "due", "job_id"),
+    "trigger_windows": ("trigger_id", "fires_at", "events"),
     "jobs": (
         "id",
         "method",
@@ -63,10 +66,12 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
         "record",
     ),
 }
+# The column that names a row in an error message, by preference.
+ROW_KEYS = ("id", "trigger_id", "name", "namespace")
 USERNAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 KEY_HASH = re.compile(r"^[0-9a-f]{64}$")
 STATES = frozenset({"WAITING", "RUNNING", "SUCCESS", "FAILED", "ABORTED"})
-COUNTERS = frozenset({"jobs", "users", "api_keys"})
+COUNTERS = frozenset({"jobs", "users", "api_keys", "triggers"})
 
 
 def _bad(reason: str, code: int = errno.EINVAL) -> ValidationErrors:
@@ -105,6 +110,13 @@ def _json_object(v: Any) -> bool:
         return False
 
 
+def _json_list(v: Any) -> bool:
+    try:
+        return isinstance(v, str) and isinstance(jsonc.loads(v), list)
+    except ValueError:
+        return False
+
+
 def _password_hash(v: Any) -> bool:
     return v is None or (isinstance(v, str) and v.startswith("scrypt$") and v.count("$") == 5)
 
@@ -132,6 +144,17 @@ ROW_CHECKS: dict[str, dict[str, Callable[[Any], bool]]] = {
     "meta": {"name": _text, "value": _text},
     "settings": {"namespace": _text, "value": _json_object},
     "counters": {"name": lambda v: v in COUNTERS, "value": lambda v: _int(v) and v >= 0},
+    "triggers": {
+        "id": lambda v: _int(v) and v > 0,
+        "type": lambda v: _text(v) and v.startswith("@"),
+        "owner_id": _opt(_int),
+        "paused": _flag,
+        "next_run": _opt(_int),
+        "hook_path": _opt(_text),
+        "record": _json_object,
+    },
+    "trigger_fires": {"trigger_id": _int, "due": _int, "job_id": _int},
+    "trigger_windows": {"trigger_id": _int, "fires_at": _int, "events": _json_list},
     "jobs": {
         "id": lambda v: _int(v) and v > 0,
         "method": _text,
@@ -151,7 +174,8 @@ def _check_rows(table: str, rows: Iterable[dict[str, Any]]) -> None:
     for row in rows:
         for column, check in checks.items():
             if not check(row.get(column)):
-                where = f"{table} row {row.get('id', row.get('name', row.get('namespace')))!r}"
+                key = next((row[k] for k in ROW_KEYS if row.get(k) is not None), None)
+                where = f"{table} row {key!r}"
                 raise _bad(f"{where}: bad value in column {column!r}")
         if table == "jobs":
             _check_job_record(row)

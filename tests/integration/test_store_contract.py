@@ -16,6 +16,7 @@ from middlewared import jsonc
 from middlewared.errors import CallError
 from middlewared.store import Store, open_store
 from middlewared.store.base import Op
+from middlewared.store.queries import SCHEMA_VERSION
 
 BACKENDS = ["sqlite", "memory"]
 
@@ -211,7 +212,7 @@ class TestStoreContract:
                     )
                 copy = tmp_path / f"copy-{id(target)}.db"
                 copy.write_bytes(snap.read_bytes())
-                assert await target.restore(copy) == 2
+                assert await target.restore(copy) == SCHEMA_VERSION
                 assert [u["username"] for u in await target.fetch("all_users")] == ["root"]
                 assert await target.fetch("all_settings") == [
                     {"namespace": "x", "value": '{"a":1}'}

@@ -122,6 +122,15 @@ DELETE FROM meta;
 INSERT INTO meta (name, value) SELECT name, value FROM bak.meta;
 DELETE FROM settings;
 INSERT INTO settings (namespace, value) SELECT namespace, value FROM bak.settings;
+DELETE FROM triggers;
+INSERT INTO triggers (id, type, owner_id, paused, next_run, hook_path, record)
+SELECT id, type, owner_id, paused, next_run, hook_path, record FROM bak.triggers;
+DELETE FROM trigger_windows;
+INSERT INTO trigger_windows (trigger_id, fires_at, events)
+SELECT trigger_id, fires_at, events FROM bak.trigger_windows;
+INSERT INTO trigger_fires (trigger_id, due, job_id)
+SELECT trigger_id, due, job_id FROM bak.trigger_fires b
+WHERE NOT EXISTS (SELECT 1 FROM trigger_fires f WHERE f.trigger_id = b.trigger_id AND f.due = b.due);
 INSERT INTO jobs (id, method, state, owner, owner_id, api_key_id, origin, lock_key, attempt,
                   run_after, node, description, time_started, time_finished, progress_percent, error,
                   retry_on_restart, record)
@@ -137,3 +146,42 @@ WHERE value < (SELECT b.value FROM bak.counters b WHERE b.name = counters.name);
 -- Backends without a dialect (memory) filter these in Python; SQL backends compile filters.
 SELECT record, owner_id, api_key_id FROM jobs
 WHERE state IN ('SUCCESS', 'FAILED', 'ABORTED') ORDER BY id;
+
+-- name: all_triggers
+SELECT id, type, owner_id, paused, next_run, hook_path, record FROM triggers ORDER BY id;
+
+-- name: insert_trigger
+INSERT INTO triggers (id, type, owner_id, paused, next_run, hook_path, record)
+VALUES (:id, :type, :owner_id, :paused, :next_run, :hook_path, :record);
+
+-- name: update_trigger
+UPDATE triggers SET paused = :paused, next_run = :next_run, hook_path = :hook_path,
+       owner_id = :owner_id, record = :record
+WHERE id = :id;
+
+-- name: delete_trigger
+DELETE FROM triggers WHERE id = :id;
+
+-- name: insert_trigger_fire
+INSERT INTO trigger_fires (trigger_id, due, job_id) VALUES (:trigger_id, :due, :job_id);
+
+-- name: last_trigger_fire
+SELECT MAX(due) AS due FROM trigger_fires WHERE trigger_id = :trigger_id;
+
+-- name: delete_trigger_fires
+DELETE FROM trigger_fires WHERE trigger_id = :trigger_id;
+
+-- name: prune_trigger_fires
+-- Fires older than :before are only history (the jobs keep it): the newest per trigger stays.
+DELETE FROM trigger_fires WHERE due < :before
+AND due < (SELECT MAX(f.due) FROM trigger_fires f WHERE f.trigger_id = trigger_fires.trigger_id);
+
+-- name: all_trigger_windows
+SELECT trigger_id, fires_at, events FROM trigger_windows ORDER BY trigger_id;
+
+-- name: open_trigger_window
+INSERT INTO trigger_windows (trigger_id, fires_at, events) VALUES (:trigger_id, :fires_at, :events)
+ON CONFLICT (trigger_id) DO UPDATE SET fires_at = excluded.fires_at, events = excluded.events;
+
+-- name: close_trigger_window
+DELETE FROM trigger_windows WHERE trigger_id = :trigger_id;

@@ -1,0 +1,1 @@
+"""Triggers: jobs that start by themselves, on schedules, events, webhooks or on demand."""
