@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import pytest
@@ -38,6 +39,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from middlewared.config import Limits
+from middlewared.jobs.queue import MAX_MERGED_CALLS
+from tests.rpcsync import wait_for
 from tests.serverproc import ServerProc
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -93,11 +96,17 @@ class Wire:
     """One WebSocket that reconnects (and logs in again) after the server closed it."""
 
     def __init__(
-        self, url: str, login: tuple[str, ...] | None = None, method: str = "auth.login"
+        self,
+        url: str,
+        login: tuple[str, ...] | None = None,
+        method: str = "auth.login",
+        source: str | None = None,
     ) -> None:
         self.url = url
         self.login = login
         self.login_method = method
+        # The local address to connect from (127.x.y.z): a client address of its own.
+        self.source = source
         self._stack = ExitStack()
         self._ws: ClientConnection | None = None
         self._seq = 0
@@ -111,7 +120,12 @@ class Wire:
                 # No keepalive: its thread draws from `random`, which hypothesis forbids
                 # while it generates data.
                 connect(
-                    self.url, max_size=None, open_timeout=10, close_timeout=2, ping_interval=None
+                    self.url,
+                    sock=None if self.source is None else _socket_from(self.url, self.source),
+                    max_size=None,
+                    open_timeout=10,
+                    close_timeout=2,
+                    ping_interval=None,
                 )
             )
             self.reconnects += 1
@@ -209,6 +223,12 @@ class Wire:
     def alive(self) -> None:
         """The server keeps serving: a fresh ping on this connection answers "pong"."""
         assert self.call("core.ping").get("result") == "pong"
+
+
+def _socket_from(url: str, source: str) -> socket.socket:
+    where = urlsplit(url)
+    assert where.hostname is not None and where.port is not None, url
+    return socket.create_connection((where.hostname, where.port), 10, (source, 0))
 
 
 @pytest.fixture(scope="module")
@@ -1827,3 +1847,1140 @@ def test_malformed_multipart_is_refused_with_400(server: ServerProc, long_run: b
         assert status in UPLOAD_STATUSES - {200} and isinstance(answer, dict), (status, answer)
 
     run()
+
+
+# --- 5. bounds under fuzzing: batches, bulk, merges, subscriptions, names, logins -------------
+#
+# Each test starts a server of its own with small bounds, so that random sizes cross them
+# cheaply, and checks every answer against a model of what the bound allows.
+
+
+class Pipelined(Wire):
+    """A Wire whose calls may overlap: a reply that arrives while another is awaited is kept
+    for whoever asks for it, notifications are kept in ``events``, batch replies in
+    ``batches``; message ids are unique across connections (merged jobs list them)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tag = uuid.uuid4().hex[:8]
+        self.stash: dict[bytes, dict[str, Any]] = {}
+        self.events: list[dict[str, Any]] = []
+        self.batches: list[list[Any]] = []
+
+    def next_id(self, prefix: str) -> str:
+        self._seq += 1
+        return f"{self.tag}-{prefix}-{self._seq}"
+
+    def send(self, method: str, *params: Any) -> str:
+        """Send a call without waiting; its id (``reply`` takes the answer)."""
+        msg_id = self.next_id("call")
+        self.ws.send(
+            json.dumps({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": list(params)})
+        )
+        return msg_id
+
+    def reply(self, msg_id: Any, timeout: float = RECV_TIMEOUT) -> dict[str, Any]:
+        k = key(msg_id)
+        while k not in self.stash:
+            self._keep(self.recv(timeout))
+        return self.stash.pop(k)
+
+    def call(self, method: str, *params: Any, timeout: float = RECV_TIMEOUT) -> dict[str, Any]:
+        return self.reply(self.send(method, *params), timeout)
+
+    def batch(self, members: list[Any], timeout: float = RECV_TIMEOUT) -> list[Any]:
+        """Send a batch frame; its reply (the batch must get one)."""
+        self.ws.send(json.dumps(members))
+        while not self.batches:
+            self._keep(self.recv(timeout))
+        return self.batches.pop(0)
+
+    def pump(self, done: Callable[[], bool], what: str, timeout: float = RECV_TIMEOUT) -> None:
+        """Read frames until ``done()`` holds (the event that says it happened came)."""
+        deadline = time.monotonic() + timeout
+        while not done():
+            left = deadline - time.monotonic()
+            assert left > 0, f"timed out waiting for {what}"
+            with suppress(TimeoutError):
+                self._keep(self.recv(min(left, 0.2)))
+
+    def _keep(self, msg: Any) -> None:
+        if isinstance(msg, list):
+            self.batches.append(msg)
+        elif isinstance(msg, dict) and "id" in msg:
+            self.stash[key(msg["id"])] = msg
+        elif isinstance(msg, dict) and "method" in msg:
+            self.events.append(msg)
+        else:
+            raise AssertionError(f"unexpected frame {msg!r:.300}")
+
+
+def live_jobs(admin: Wire) -> int:
+    count: int = admin.result("core.stats")["live_jobs"]
+    return count
+
+
+def settle_live_jobs(admin: Wire, expected: int, what: str) -> None:
+    """Wait until the server holds ``expected`` live jobs (those of the model)."""
+    wait_for(lambda: live_jobs(admin) == expected, f"{expected} live jobs ({what})", 10)
+
+
+def errname_of(reply: dict[str, Any]) -> str | None:
+    error = reply.get("error")
+    return None if error is None else str(error["data"]["errname"])
+
+
+# -- batches around --max-batch, with members past --max-inflight --
+
+SMALL_BATCH = 8
+SMALL_INFLIGHT = 4
+OPEN_GATE = "fz-open-gate"
+INVALID_MEMBERS: list[Callable[[str], Any]] = [
+    lambda i: 1,
+    lambda i: "x",
+    lambda i: None,
+    lambda i: [],
+    lambda i: {},
+    lambda i: {"jsonrpc": "2.0", "id": i, "method": 5},
+    lambda i: {"jsonrpc": "1.0", "id": i, "method": "core.ping"},
+    lambda i: {"jsonrpc": "2.0", "id": [1], "method": "core.ping"},
+    lambda i: {"jsonrpc": "2.0", "id": i, "method": "core.ping", "params": 5},
+]
+
+
+@dataclass
+class Planned:
+    """One batch member: what is sent, and what a server with room for it answers."""
+
+    obj: Any
+    reply_id: bytes | None  # None: a notification (no reply)
+    outcome: tuple[str, Any]  # ("result", value) or ("error", code)
+    valid: bool = True  # False: an invalid member (-32600 whatever the room)
+    holds: bool = False  # a job call: holds its in-flight slot across loop steps
+
+
+@st.composite
+def planned_member(draw: st.DrawFn, index: int, jobs: int) -> Planned:
+    kinds = ["ping", "echo", "sub", "bad", "unknown", "invalid"] + ["job"] * jobs
+    kind = draw(st.sampled_from(kinds))
+    msg_id = f"m{index}"
+    if kind == "invalid":
+        obj = draw(st.sampled_from(INVALID_MEMBERS))(msg_id)
+        found = _member(obj)
+        assert found is not None and found[1] == -32600, obj
+        return Planned(obj, found[0], ("error", -32600), valid=False)
+    a, b = draw(st.integers(-9, 9)), draw(st.integers(-9, 9))
+    value = draw(st.one_of(INT64, st.text(max_size=5), st.none()))
+    method, params, outcome = {
+        "ping": ("core.ping", [], ("result", "pong")),
+        "echo": ("test.echo", [value], ("result", value)),
+        "sub": ("test.subtract", [a, b], ("result", a - b)),
+        "bad": ("test.subtract", ["a"], ("error", -32602)),
+        "unknown": ("no.such_method", [], ("error", -32601)),
+        "job": ("test.wait", [OPEN_GATE], ("result", OPEN_GATE)),
+    }[kind]
+    obj = {"jsonrpc": "2.0", "method": method, "params": params}
+    notify = draw(st.integers(0, 3)) == 0
+    if not notify:
+        obj["id"] = msg_id
+    return Planned(obj, None if notify else key(msg_id), outcome, holds=kind == "job")
+
+
+@st.composite
+def bounded_batches(draw: st.DrawFn) -> list[Planned]:
+    n = draw(
+        st.one_of(st.integers(0, 2 * SMALL_BATCH), st.sampled_from([SMALL_BATCH, SMALL_BATCH + 1]))
+    )
+    jobs = draw(st.sampled_from([2, 2, 12]))  # some batches mostly of job calls
+    return [draw(planned_member(i, jobs)) for i in range(n)]
+
+
+def job_call(index: int, notify: bool = False) -> Planned:
+    obj: dict[str, Any] = {"jsonrpc": "2.0", "method": "test.wait", "params": [OPEN_GATE]}
+    if not notify:
+        obj["id"] = f"m{index}"
+    reply_id = None if notify else key(f"m{index}")
+    return Planned(obj, reply_id, ("result", OPEN_GATE), holds=True)
+
+
+def batch_outcomes(plan: list[Planned]) -> tuple[Counter[tuple[bytes, str]], int]:
+    """The replies (reply id, outcome) and the jobs started, members taken in order: the
+    members of a batch start in one loop step, so a job call holds its slot while the later
+    members start, and a call that answers at once gives its slot back before the next."""
+    replies = Counter[tuple[bytes, str]]()
+    inflight = jobs = 0
+    for m in plan:
+        outcome: tuple[str, Any] = m.outcome
+        if m.valid and inflight >= SMALL_INFLIGHT:
+            outcome = ("error", -32000)
+        elif m.valid and m.holds:
+            inflight += 1
+            jobs += 1
+        if m.reply_id is not None:
+            replies[(m.reply_id, json.dumps(outcome))] += 1
+    return replies, jobs
+
+
+def test_batches_around_the_batch_and_inflight_bounds(
+    make_server: Callable[..., ServerProc], long_run: bool
+) -> None:
+    srv = make_server("--max-batch", str(SMALL_BATCH), "--max-inflight", str(SMALL_INFLIGHT))
+    w = Wire(srv.ws_url, ("root", srv.password))
+    ctl = Wire(srv.ws_url, ("root", srv.password))
+    ctl.result("test.open_gate", OPEN_GATE)
+    seen = Counter[str]()
+
+    def wait_jobs() -> int:
+        count: int = ctl.result("core.get_jobs", [["method", "=", "test.wait"]], {"count": True})
+        return count
+
+    @fuzz_settings(long_run, 40)
+    @given(plan=bounded_batches())
+    @example(plan=[Planned({"jsonrpc": "2.0", "method": "core.ping"}, None, ("result", "pong"))])
+    @example(plan=[*[job_call(i) for i in range(SMALL_INFLIGHT + 1)], job_call(9, notify=True)])
+    def run(plan: list[Planned]) -> None:
+        frame = json.dumps([m.obj for m in plan])
+        jobs_before = wait_jobs()
+        # The frame alone: a sentinel sent behind it could take an in-flight slot while the
+        # members start.
+        w.ws.send(frame)
+        if not plan or len(plan) > SMALL_BATCH:
+            # Refused whole: one -32600 with a null id, and no member runs.
+            reply = w.recv()
+            check_reply(reply, frame)
+            assert reply["id"] is None and reply["error"]["code"] == -32600, reply
+            assert wait_jobs() == jobs_before
+            seen["refused"] += 1
+            w.alive()
+            return
+        expected, jobs = batch_outcomes(plan)
+        replies = w.recv() if expected else []
+        assert isinstance(replies, list), (frame, replies)
+        actual = Counter[tuple[bytes, str]]()
+        for reply in replies:
+            check_reply(reply, frame)
+            outcome = ("result", reply["result"]) if "result" in reply else None
+            if outcome is None:
+                outcome = ("error", reply["error"]["code"])
+            actual[(key(reply["id"]), json.dumps(outcome))] += 1
+        assert actual == expected, (frame, replies)
+        # Every job call that found room ran (with no reply to wait for, this is the sign
+        # that the batch was taken).
+        wait_for(lambda: wait_jobs() == jobs_before + jobs, f"{jobs} test.wait jobs", 10)
+        seen["served"] += 1
+        seen["over the in-flight bound"] += any("-32000" in outcome for _, outcome in expected)
+        w.alive()
+
+    try:
+        run()
+        print(f"bounded batch outcomes: {dict(seen)}")
+        assert seen["refused"] and seen["served"] and seen["over the in-flight bound"], seen
+        settle_live_jobs(ctl, 0, "every test.wait ended")
+    finally:
+        w.close()
+        ctl.close()
+
+
+# -- core.bulk around --max-bulk-calls, as an administrator and as a restricted user --
+
+SMALL_BULK = 5
+BULK_USER = "fzbulk"
+BULK_GRANTS = ["test.echo", "test.keep", "test.fail"]
+BULK_METHODS = [
+    "core.ping",
+    "core.stats",  # for administrators only
+    "auth.logout",  # needs a connection, which a bulk call has not
+    "test.echo",
+    "test.keep",
+    "test.fail",
+    "test.subtract",  # not granted to BULK_USER
+    "no.such_method",
+    "",
+    "core.get_jobs.x",
+]
+ENOMETHOD = 201
+SMALL_VALUES = st.one_of(st.integers(-9, 9), st.text(max_size=4), st.none())
+
+
+def bulk_entries(method: str) -> st.SearchStrategy[list[Any]]:
+    """Params lists for ``method``: often valid, sometimes not."""
+    valid: dict[str, st.SearchStrategy[list[Any]]] = {
+        "test.echo": st.lists(SMALL_VALUES, min_size=1, max_size=1),
+        "test.keep": st.lists(SMALL_VALUES, min_size=1, max_size=1),
+        "test.fail": st.lists(st.text(max_size=6), min_size=1, max_size=1),
+        "test.subtract": st.lists(st.integers(-9, 9), min_size=2, max_size=2),
+    }
+    generic = st.lists(SMALL_VALUES, max_size=3)
+    if method == "core.bulk":
+        nested = st.tuples(
+            st.sampled_from(BULK_METHODS), st.lists(st.lists(SMALL_VALUES, max_size=2), max_size=3)
+        ).map(list)
+        return st.one_of(nested, nested, generic)
+    return st.one_of(valid.get(method, st.just([])), generic)
+
+
+def bulk_status(method: str, args: list[Any], admin: bool) -> tuple[str, Any, bool]:
+    """What one entry of a bulk call gets: (kind, value, whether it ran as a job), kind being
+    result, errno, stats (core.stats' dict) or nested (the statuses of an inner bulk)."""
+    if method in ("no.such_method", "", "core.get_jobs.x"):
+        return "errno", ENOMETHOD, False
+    if not admin and (method == "core.stats" or method == "test.subtract"):
+        return "errno", errno.EACCES, False
+    one = len(args) == 1
+    if method == "core.ping" or method == "core.stats" or method == "auth.logout":
+        if args:
+            return "errno", errno.EINVAL, False
+        if method == "auth.logout":
+            return "errno", errno.EFAULT, False
+        return ("result", "pong", False) if method == "core.ping" else ("stats", None, False)
+    if method == "test.echo" or method == "test.keep":
+        return ("result", args[0], method == "test.keep") if one else ("errno", errno.EINVAL, False)
+    if method == "test.fail":
+        ok = one and isinstance(args[0], str)
+        return ("errno", errno.EFAULT, True) if ok else ("errno", errno.EINVAL, False)
+    if method == "test.subtract":
+        ok = len(args) == 2 and all(type(a) is int for a in args)
+        return ("result", args[0] - args[1], False) if ok else ("errno", errno.EINVAL, False)
+    # core.bulk inside core.bulk
+    if len(args) != 2 or not isinstance(args[0], str) or not isinstance(args[1], list):
+        return "errno", errno.EINVAL, False
+    inner, entries = args
+    if not all(isinstance(e, list) for e in entries):
+        return "errno", errno.EINVAL, False
+    if len(entries) > SMALL_BULK:
+        return "errno", errno.EINVAL, True
+    return "nested", [bulk_status(inner, e, admin) for e in entries], True
+
+
+def check_bulk_status(status: Any, expect: tuple[str, Any, bool], args: list[Any]) -> list[int]:
+    """One status against the oracle; the ids of the jobs it names (inner ones too)."""
+    kind, value, job = expect
+    keys = {"job_id", "result", "error"} | ({"errno"} if kind == "errno" else set())
+    assert isinstance(status, dict) and set(status) == keys, (status, expect)
+    assert (type(status["job_id"]) is int) == job, (status, expect)
+    jobs = [status["job_id"]] if job else []
+    if kind == "errno":
+        assert status["errno"] == value and status["result"] is None, (status, expect)
+        assert isinstance(status["error"], str) and status["error"], status
+        check_error({"code": -32001, "message": "m", "data": errdata(status)}, json.dumps(args))
+        if job and value == errno.EFAULT:  # test.fail(message)
+            assert status["error"] == (args[0] or "EFAULT: no reason given"), (status, args)
+        return jobs
+    assert status["error"] is None, (status, expect)
+    if kind == "result":
+        assert status["result"] == value, (status, expect)
+    elif kind == "stats":
+        assert isinstance(status["result"], dict) and "live_jobs" in status["result"], status
+    else:
+        assert isinstance(status["result"], list) and len(status["result"]) == len(value)
+        for inner, inner_expect, inner_args in zip(status["result"], value, args[1], strict=True):
+            jobs += check_bulk_status(inner, inner_expect, inner_args)
+    return jobs
+
+
+def errdata(status: dict[str, Any]) -> dict[str, Any]:
+    """A bulk status's error as the ``data`` of an error object (to check its reason)."""
+    code = status["errno"]
+    name = errno.errorcode.get(code) or {ENOMETHOD: "ENOMETHOD"}[code]
+    return {"error": code, "errname": name, "reason": status["error"], "extra": None, "trace": None}
+
+
+@st.composite
+def bulk_calls(draw: st.DrawFn) -> tuple[str, list[Any], list[Any]]:
+    """(method, params, extra params after them)."""
+    method = draw(st.sampled_from([*BULK_METHODS, "core.bulk", "core.bulk"]))
+    n = draw(st.integers(0, SMALL_BULK + 1))
+    params: list[Any] = [draw(bulk_entries(method)) for _ in range(n)]
+    if params and draw(st.integers(0, 15)) == 0:
+        params[draw(st.integers(0, len(params) - 1))] = draw(SMALL_VALUES)  # not a list
+    extra: list[Any] = draw(st.sampled_from([[], [], [], [None], ["described"], [5]]))
+    return method, params, extra
+
+
+def test_bulk_calls_around_the_bound(
+    make_server: Callable[..., ServerProc], long_run: bool
+) -> None:
+    srv = make_server("--max-bulk-calls", str(SMALL_BULK))
+    ctl = Wire(srv.ws_url, ("root", srv.password))
+    password = "pw-" + BULK_USER
+    new_user = {"username": BULK_USER, "password": password, "allowlist": BULK_GRANTS}
+    ctl.result("user.create", new_user)
+    callers = {
+        "root": Wire(srv.ws_url, ("root", srv.password)),
+        BULK_USER: Wire(srv.ws_url, (BULK_USER, password)),
+    }
+    for w in callers.values():
+        w.alive()  # connected before the baseline is taken
+    before = ctl.result("core.stats")
+    seen = Counter[str]()
+
+    @fuzz_settings(long_run, 30)
+    @given(call=bulk_calls(), user=st.sampled_from(["root", BULK_USER]))
+    @example(call=("test.subtract", [[5, 3]], []), user=BULK_USER)
+    @example(
+        call=("core.bulk", [["test.keep", [[1], [2]]], ["test.echo", [[1]] * 6]], []), user="root"
+    )
+    @example(call=("no.such_method", [[], [1]], ["described"]), user="root")
+    @example(call=("core.ping", [[]] * (SMALL_BULK + 1), []), user=BULK_USER)
+    def run(call: tuple[str, list[Any], list[Any]], user: str) -> None:
+        method, params, extra = call
+        sent = json.dumps([method, params, *extra])
+        reply = callers[user].call("core.bulk", method, params, *extra)
+        check_reply(reply, sent)
+        bad_top = (
+            len(params) > SMALL_BULK or not all(isinstance(p, list) for p in params) or extra == [5]
+        )
+        if bad_top:
+            assert reply.get("error", {}).get("code") == -32602, (sent, reply)
+            seen["refused"] += 1
+        else:
+            assert "result" in reply, (sent, reply)
+            statuses = reply["result"]
+            assert isinstance(statuses, list) and len(statuses) == len(params), (sent, reply)
+            jobs: list[int] = []
+            for status, args in zip(statuses, params, strict=True):
+                expect = bulk_status(method, args, user == "root")
+                jobs += check_bulk_status(status, expect, args)
+                seen[expect[0] if expect[0] != "errno" else f"errno {expect[1]}"] += 1
+            # The jobs the entries ran are the caller's own.
+            records = ctl.result("core.get_jobs", [["id", "in", jobs]]) if jobs else []
+            assert len(records) == len(jobs), (jobs, records)
+            for record in records:
+                assert record["credentials"]["data"]["username"] == user, record
+                assert record["origin"].startswith("bulk:"), record
+        # Live jobs are given back: the server holds none once the bulk answered.
+        settle_live_jobs(ctl, 0, "after a bulk call")
+        callers[user].alive()
+
+    try:
+        run()
+        print(f"bulk fuzz outcomes: {dict(seen)}")
+        for outcome in ("refused", "result", "errno 13", "errno 22", "errno 201", "nested"):
+            assert seen[outcome], (outcome, seen)
+        after = ctl.result("core.stats")
+        assert after["sessions"] == before["sessions"], (before, after)
+        wait_for(
+            lambda: ctl.result("core.stats")["tasks"] <= before["tasks"], "tasks back to baseline"
+        )
+        # Nothing a bulk call held stays: far less than one MiB per example.
+        assert after["rss_bytes"] - before["rss_bytes"] < 64 * 1024 * 1024, (before, after)
+    finally:
+        ctl.close()
+        for w in callers.values():
+            w.close()
+
+
+# -- merges of identical calls into a waiting job (lock_queue_size=1) --
+
+MERGE_USER = "fzmerge"
+MERGE_LOCKS = 2
+MERGE_GATES = 3
+MERGE_USERS = st.sampled_from(["root", MERGE_USER])
+MERGE_STEPS = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("call"),
+            MERGE_USERS,
+            st.integers(0, MERGE_LOCKS - 1),
+            st.integers(0, MERGE_GATES - 1),
+            st.booleans(),  # legacy_jobs: answered with the job id at once
+        ),
+        st.tuples(
+            st.just("call"),
+            MERGE_USERS,
+            st.integers(0, MERGE_LOCKS - 1),
+            st.integers(0, MERGE_GATES - 1),
+            st.booleans(),
+        ),
+        # Identical calls in one batch frame (legacy_jobs), up to the merge bound.
+        st.tuples(
+            st.just("burst"),
+            MERGE_USERS,
+            st.integers(0, MERGE_LOCKS - 1),
+            st.integers(0, MERGE_GATES - 1),
+            st.sampled_from([2, 3, 20, MAX_MERGED_CALLS]),
+        ),
+        st.tuples(st.just("open"), st.integers(0, MERGE_GATES - 1)),
+    ),
+    max_size=12,
+)
+
+
+@dataclass
+class MergedJob:
+    user: str
+    lock: int
+    gate: int
+    calls: list[str]  # the message ids it answers, in arrival order
+
+
+@dataclass
+class MergeModel:
+    """Under one lock: one job runs, one waits (lock_queue_size=1); a call finding the queue
+    full joins the waiting job when it is the same call of the same user and that job
+    answers fewer than MAX_MERGED_CALLS calls; otherwise EBUSY. A job runs until its gate
+    opens."""
+
+    running: dict[int, MergedJob] = field(default_factory=dict)
+    waiting: dict[int, MergedJob] = field(default_factory=dict)
+    opened: set[int] = field(default_factory=set)
+    jobs: list[MergedJob] = field(default_factory=list)
+
+    def call(
+        self, user: str, lock: int, gate: int, msg_id: str, settle: bool = True
+    ) -> MergedJob | None:
+        """``settle=False``: more calls come in the same loop step (a batch), before any job
+        can end."""
+        queued = self.waiting.get(lock)
+        if lock not in self.running or queued is None:
+            job = MergedJob(user, lock, gate, [msg_id])
+            self.jobs.append(job)
+            if lock in self.running:
+                self.waiting[lock] = job
+            else:
+                self.running[lock] = job
+            if settle:
+                self.settle()
+            return job
+        if (queued.user, queued.gate) == (user, gate) and len(queued.calls) < MAX_MERGED_CALLS:
+            queued.calls.append(msg_id)
+            return queued
+        return None
+
+    def open(self, gate: int) -> None:
+        self.opened.add(gate)
+        self.settle()
+
+    def settle(self) -> None:
+        for lock in list(self.running):
+            while lock in self.running and self.running[lock].gate in self.opened:
+                nxt = self.waiting.pop(lock, None)
+                if nxt is None:
+                    del self.running[lock]
+                else:
+                    self.running[lock] = nxt
+
+    def live(self) -> int:
+        return len(self.running) + len(self.waiting)
+
+
+def test_merged_calls_are_answered_by_their_own_job(
+    make_server: Callable[..., ServerProc], long_run: bool
+) -> None:
+    srv = make_server()
+    ctl = Wire(srv.ws_url, ("root", srv.password))
+    ctl.result(
+        "user.create", {"username": MERGE_USER, "password": "pw-fz-merge", "allowlist": ["test.*"]}
+    )
+    logins = {"root": ("root", srv.password), MERGE_USER: (MERGE_USER, "pw-fz-merge")}
+    conns = {
+        (user, legacy): Pipelined(srv.ws_url, login)
+        for user, login in logins.items()
+        for legacy in (True, False)
+    }
+    for (_, legacy), conn in conns.items():
+        conn.result("core.set_options", {"legacy_jobs": legacy})
+    # ADDED reaches subscribers once a job's record is stored: the sign that later merges
+    # into it are counted at once (merging waits for the target to be stored).
+    watcher = Pipelined(srv.ws_url, ("root", srv.password))
+    watcher.result("core.subscribe", "core.get_jobs")
+    seen = Counter[str]()
+
+    def added(tag: str) -> int:
+        return sum(
+            1
+            for e in watcher.events
+            if e["params"].get("msg") == "added"
+            and str(e["params"]["fields"]["arguments"][0]).startswith(tag)
+        )
+
+    @fuzz_settings(long_run, 15)
+    @given(steps=MERGE_STEPS)
+    @example(
+        steps=[
+            ("call", "root", 0, 0, True),
+            ("call", "root", 0, 1, False),
+            ("burst", "root", 0, 1, MAX_MERGED_CALLS),
+            ("call", MERGE_USER, 0, 1, True),
+            ("open", 0),
+            ("call", MERGE_USER, 0, 1, False),
+        ]
+    )
+    def run(steps: list[tuple[Any, ...]]) -> None:
+        tag = uuid.uuid4().hex[:8]
+        locks = [f"{tag}-lock{i}" for i in range(MERGE_LOCKS)]
+        gates = [f"{tag}-gate{i}" for i in range(MERGE_GATES)]
+        model = MergeModel()
+        # (message id, user, lock, gate, the model's job or None for EBUSY, reply or None)
+        calls: list[list[Any]] = []
+        pending: list[tuple[Pipelined, list[Any]]] = []
+        for step in steps:
+            if step[0] == "open":
+                ctl.result("test.open_gate", gates[step[1]])
+                model.open(step[1])
+            elif step[0] == "call":
+                _, user, lock, gate, legacy = step
+                conn = conns[(user, legacy)]
+                msg_id = conn.send("test.locked", locks[lock], gates[gate])
+                call = [msg_id, user, lock, gate, model.call(user, lock, gate, msg_id), None]
+                calls.append(call)
+                if legacy:
+                    call[5] = conn.reply(msg_id)
+                else:
+                    pending.append((conn, call))
+                    conn.alive()  # the call was taken (merged, queued or refused)
+            else:
+                _, user, lock, gate, n = step
+                conn = conns[(user, True)]
+                members: list[dict[str, Any]] = [
+                    {
+                        "jsonrpc": "2.0",
+                        "id": conn.next_id("burst"),
+                        "method": "test.locked",
+                        "params": [locks[lock], gates[gate]],
+                    }
+                    for _ in range(n)
+                ]
+                replies = {key(r["id"]): r for r in conn.batch(members)}
+                for m in members:
+                    job = model.call(user, lock, gate, m["id"], settle=False)
+                    calls.append([m["id"], user, lock, gate, job, replies[key(m["id"])]])
+                model.settle()
+            watcher.pump(lambda: added(tag) >= len(model.jobs), "ADDED of every new job")
+            settle_live_jobs(ctl, model.live(), f"after {step}")
+        for i, gate_name in enumerate(gates):
+            ctl.result("test.open_gate", gate_name)
+            model.open(i)
+        # Every job ends once all gates are open, and every call is answered.
+        settle_live_jobs(ctl, 0, "all gates open")
+        for conn, call in pending:
+            call[5] = conn.reply(call[0])
+        check_merges(ctl, locks, gates, calls, model)
+        seen["merged"] += sum(len(j.calls) > 1 for j in model.jobs)
+        seen["bound reached"] += any(len(j.calls) == MAX_MERGED_CALLS for j in model.jobs)
+        seen["EBUSY"] += sum(c[4] is None for c in calls)
+        watcher.events.clear()
+
+    try:
+        run()
+        print(f"merge fuzz outcomes: {dict(seen)}")
+        assert seen["merged"] and seen["bound reached"] and seen["EBUSY"], seen
+    finally:
+        for w in (ctl, watcher, *conns.values()):
+            w.close()
+
+
+def check_merges(
+    admin: Wire, locks: list[str], gates: list[str], calls: list[list[Any]], model: MergeModel
+) -> None:
+    """Every call got the outcome of its own job (the model's): a job of its own user and
+    arguments that lists its message id, never more than MAX_MERGED_CALLS ids; or EBUSY."""
+    ids: dict[int, int] = {}  # the model's job (by position) -> the server's job id
+    for msg_id, _, _, _, job, reply in calls:
+        if job is None:
+            assert errname_of(reply) == "EBUSY", (msg_id, reply)
+            check_error(reply["error"], "")
+            continue
+        assert "result" in reply and type(reply["result"]) is int, (msg_id, reply)
+        ids.setdefault(model.jobs.index(job), reply["result"])
+        assert ids[model.jobs.index(job)] == reply["result"], (msg_id, reply, ids)
+    assert len(set(ids.values())) == len(model.jobs), (ids, model.jobs)
+    records = admin.result("core.get_jobs", [["id", "in", list(ids.values())]])
+    by_id = {r["id"]: r for r in records}
+    for index, job_id in ids.items():
+        job, record = model.jobs[index], by_id[job_id]
+        assert record["state"] == "SUCCESS" and record["result"] == job_id, record
+        assert record["credentials"]["data"]["username"] == job.user, record
+        assert record["arguments"] == [locks[job.lock], gates[job.gate]], record
+        assert record["message_ids"] == job.calls, (record["message_ids"], job.calls)
+        assert len(record["message_ids"]) <= MAX_MERGED_CALLS, record
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug: the merge bound is checked before the calls merged into a job not yet "
+    "stored are counted (jobs/queue.py merge_target reads len(message_ids); engine.submit "
+    "appends only after `await target.persisted`): one batch of 150 identical calls puts "
+    "150 message ids on one job",
+)
+def test_merges_into_a_job_not_yet_stored_are_bounded(
+    make_server: Callable[..., ServerProc],
+) -> None:
+    srv = make_server()
+    w = Pipelined(srv.ws_url, ("root", srv.password))
+    try:
+        w.result("core.set_options", {"legacy_jobs": True})
+        lock, gate, other = (f"{uuid.uuid4().hex[:8]}-{n}" for n in ("lock", "gate", "other"))
+        members = [
+            {"jsonrpc": "2.0", "id": w.next_id("m"), "method": "test.locked", "params": p}
+            for p in [[lock, other], *[[lock, gate]] * (MAX_MERGED_CALLS + 50)]
+        ]
+        replies = w.batch(members)
+        ids = sorted({r["result"] for r in replies if "result" in r})
+        w.result("test.open_gate", other)
+        w.result("test.open_gate", gate)
+        records = w.result("core.get_jobs", [["id", "in", ids]])
+        counts = [len(r["message_ids"]) for r in records]
+        assert max(counts) <= MAX_MERGED_CALLS, counts
+    finally:
+        w.close()
+
+
+# -- subscriptions around --max-subscriptions --
+
+SMALL_SUBS = 4
+SUB_USER = "fzsubs"
+KNOWN_COLLECTIONS = ("core.get_jobs", "*", "hard.things")  # all open to every user
+SUB_STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("sub"), st.sampled_from(KNOWN_COLLECTIONS)),
+        st.tuples(st.just("sub"), st.sampled_from(["core.get_jobs", "*"])),
+        st.tuples(
+            st.just("sub"),
+            st.one_of(
+                st.sampled_from(["nope", "core.get_jobs ", "CORE.GET_JOBS", "core", "**", ""]),
+                st.text(max_size=8),
+                st.sampled_from([None, 5, ["*"]]),
+            ),
+        ),
+        st.tuples(st.just("unsub"), st.sampled_from(["live", "live", "stale", "unknown", "bad"])),
+        st.tuples(st.just("relogin")),
+    ),
+    max_size=14,
+)
+
+
+@dataclass
+class Subscriptions:
+    """What one connection holds (the model) and the checks of each step against it."""
+
+    w: Pipelined
+    seen: Counter[str]
+    live: dict[str, str] = field(default_factory=dict)  # subscription id -> collection
+    stale: list[str] = field(default_factory=list)
+
+    def subscribe(self, name: Any) -> None:
+        reply = self.w.call("core.subscribe", name)
+        check_reply(reply, json.dumps(name))
+        if not isinstance(name, str) or not name:
+            assert reply["error"]["code"] == -32602, (name, reply)
+        elif name not in KNOWN_COLLECTIONS:
+            assert errname_of(reply) == "ENOENT", (name, reply)
+        elif len(self.live) >= SMALL_SUBS:
+            assert errname_of(reply) == "EBUSY", (name, reply)
+            self.seen["EBUSY"] += 1
+        else:
+            sub_id = reply.get("result")
+            assert isinstance(sub_id, str) and sub_id not in [*self.live, *self.stale], reply
+            self.live[sub_id] = name
+            self.seen["at the bound"] += len(self.live) == SMALL_SUBS
+
+    def unsubscribe(self, which: str) -> None:
+        sub_id: Any = {
+            "live": next(reversed(self.live), "none-live"),
+            "stale": self.stale[-1] if self.stale else "none-stale",
+            "unknown": uuid.uuid4().hex[:16],
+            "bad": 5,
+        }[which]
+        reply = self.w.call("core.unsubscribe", sub_id)
+        check_reply(reply, json.dumps(sub_id))
+        if sub_id == 5:
+            assert reply["error"]["code"] == -32602, reply
+        else:
+            assert reply == {"jsonrpc": "2.0", "id": reply["id"], "result": None}
+        if sub_id in self.live:
+            del self.live[sub_id]
+            self.stale.append(sub_id)
+            self.seen["room freed"] += 1
+
+    def login_again(self, login: tuple[str, str]) -> None:
+        """Logging in again ends the subscriptions made before."""
+        assert self.w.result("auth.login", *login) is True
+        self.stale += self.live
+        self.live.clear()
+
+    def hear_own_job(self) -> None:
+        """The subscriptions kept deliver: the connection hears of its own job."""
+        if all(name == "hard.things" for name in self.live.values()):
+            return
+        marker = uuid.uuid4().hex
+        assert self.w.result("test.keep", marker) == marker
+
+        def heard() -> bool:
+            return any(
+                e["params"].get("fields", {}).get("arguments") == [marker]
+                and e["params"]["fields"]["state"] == "SUCCESS"
+                for e in self.w.events
+            )
+
+        self.w.pump(heard, "the events of the connection's own job")
+
+
+def test_subscriptions_stay_within_the_bound(
+    make_server: Callable[..., ServerProc], long_run: bool
+) -> None:
+    srv = make_server("--max-subscriptions", str(SMALL_SUBS))
+    ctl = Wire(srv.ws_url, ("root", srv.password))
+    password = "pw-" + SUB_USER * 2
+    ctl.result("user.create", {"username": SUB_USER, "password": password, "allowlist": ["test.*"]})
+    logins = {"root": ("root", srv.password), SUB_USER: (SUB_USER, password)}
+    baseline = ctl.result("core.stats")["subscriptions"]
+    seen = Counter[str]()
+
+    def subscriptions() -> int:
+        count: int = ctl.result("core.stats")["subscriptions"]
+        return count
+
+    @fuzz_settings(long_run, 25)
+    @given(user=st.sampled_from(["root", SUB_USER]), steps=SUB_STEPS)
+    @example(user=SUB_USER, steps=[("sub", "*")] * (SMALL_SUBS + 1) + [("unsub", "live")] * 2)
+    def run(user: str, steps: list[tuple[Any, ...]]) -> None:
+        subs = Subscriptions(Pipelined(srv.ws_url, logins[user]), seen)
+        try:
+            for step in steps:
+                if step[0] == "sub":
+                    subs.subscribe(step[1])
+                elif step[0] == "unsub":
+                    subs.unsubscribe(step[1])
+                else:
+                    subs.login_again(logins[user])
+                assert subscriptions() == baseline + len(subs.live), (step, subs.live)
+            subs.hear_own_job()
+        finally:
+            subs.w.close()
+        # Closing the connection gives its subscriptions back.
+        wait_for(lambda: subscriptions() == baseline, "subscriptions back to the baseline", 10)
+
+    try:
+        run()
+        print(f"subscription fuzz outcomes: {dict(seen)}")
+        assert seen["EBUSY"] and seen["room freed"] and seen["at the bound"], seen
+    finally:
+        ctl.close()
+
+
+# -- names that are not UTF-8 --
+
+NAME_BYTES = st.one_of(
+    st.binary(min_size=1, max_size=24),
+    st.text(min_size=1, max_size=12).map(str.encode),
+    st.tuples(st.text(max_size=6), st.binary(min_size=1, max_size=3), st.text(max_size=6)).map(
+        lambda t: t[0].encode() + t[1] + t[2].encode()
+    ),
+    st.sampled_from(
+        [
+            b"caf\xe9.txt",
+            b"\xed\xb2\x80",  # a surrogate's UTF-8 form: not UTF-8
+            b"\xff",
+            b"\xc0\xaf",  # an overlong '/'
+            b"\xf4\x90\x80\x80",  # past U+10FFFF
+            b"\\udc80",  # the escape as plain text
+            b"\xef\xbb\xbfbom",
+            b"\xe2\x80\xa8",
+            b"a\nb\tc\"d'",
+        ]
+    ),
+).map(lambda b: b.replace(b"/", b"_").replace(b"\x00", b"_"))
+
+
+def is_utf8(name: bytes) -> bool:
+    try:
+        name.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def test_names_that_are_not_utf8_round_trip(
+    make_server: Callable[..., ServerProc], long_run: bool
+) -> None:
+    srv = make_server()
+    root = (srv.data_dir / "files").resolve()
+    w = Pipelined(srv.ws_url, ("root", srv.password))
+    watcher = Pipelined(srv.ws_url, ("root", srv.password))
+    watcher.result("core.subscribe", "core.get_jobs")
+    seen = Counter[str]()
+
+    @fuzz_settings(long_run, 20)
+    @given(
+        entries=st.lists(
+            st.tuples(NAME_BYTES.filter(lambda b: b not in (b".", b"..")), st.booleans()),
+            min_size=1,
+            max_size=8,
+            unique_by=lambda t: t[0],
+        )
+    )
+    @example(entries=[(b"caf\xe9.txt", False), (b"\xed\xb2\x80", True), (b"plain", False)])
+    def run(entries: list[tuple[bytes, bool]]) -> None:
+        base = root / f"nm-{uuid.uuid4().hex[:8]}"
+        base.mkdir()
+        raw_base = os.fsencode(base)
+        for i, (name, is_dir) in enumerate(entries):
+            path = raw_base + b"/" + name
+            if is_dir:
+                os.mkdir(path)
+                path += b"/inner"
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o640)
+            try:
+                os.write(fd, b"x" * (i + 1))  # its size tells the entries apart
+            finally:
+                os.close(fd)
+        listed = w.result("filesystem.listdir", str(base))
+        names = [e["name"] for e in listed]
+        assert names == sorted(names), names
+        by_name = {os.fsencode(e["name"]): e for e in listed}
+        assert set(by_name) == {name for name, _ in entries}, (names, entries)
+        for i, (name, is_dir) in enumerate(entries):
+            entry = by_name[name]
+            escaped = not is_utf8(name)
+            seen["escaped" if escaped else "UTF-8"] += 1
+            assert entry["escaped"] is escaped, (name, entry)
+            assert entry["path"] == f"{base}/{entry['name']}", entry
+            assert entry["type"] == ("DIRECTORY" if is_dir else "FILE"), entry
+            # The name as it came back reaches the same file.
+            local = os.lstat(raw_base + b"/" + name)
+            again = w.result("filesystem.stat", entry["path"])
+            assert again == entry, (again, entry)
+            assert (again["size"], again["mode"]) == (local.st_size, local.st_mode), again
+            if is_dir:
+                (inner,) = w.result("filesystem.listdir", entry["path"])
+                assert inner["path"] == entry["path"] + "/inner", inner
+                assert inner["size"] == i + 1 and inner["escaped"] is escaped, inner
+            else:
+                assert entry["size"] == i + 1, entry
+        # The names travel in a job's arguments, result and events too.
+        value = [base.name, *names]
+        assert w.result("test.keep", value) == value
+
+        def heard() -> bool:
+            return any(
+                e["params"].get("fields", {}).get("arguments") == [value]
+                and e["params"]["fields"]["state"] == "SUCCESS"
+                and e["params"]["fields"]["result"] == value
+                for e in watcher.events
+            )
+
+        watcher.pump(heard, "the job's events")
+        watcher.events.clear()
+        w.alive()
+
+    try:
+        run()
+        print(f"name fuzz outcomes: {dict(seen)}")
+        assert seen["escaped"] and seen["UTF-8"], seen
+    finally:
+        w.close()
+        watcher.close()
+
+
+# -- concurrent logins from one address against --login-max-failures --
+
+SMALL_FAILURES = 3
+_ADDRESSES = iter(range(1, 250 * 250))
+
+
+def fresh_address() -> str:
+    """A loopback address no example used: a client whose failures start at none."""
+    n = next(_ADDRESSES)
+    return f"127.77.{n // 250}.{n % 250 + 1}"
+
+
+# right: logs in; password checks run in the hashing pool (other checks answer at once).
+RIGHT = {"password", "token", "single_token", "key"}
+HASHED = {"password", "bad_password", "bad_user"}
+LOGIN_KINDS = [
+    *["password", "bad_password", "bad_user", "token", "single_token", "bad_token"],
+    *["key", "bad_key", "key_other_user", "malformed"],
+]
+ATTEMPTS = st.tuples(st.sampled_from(LOGIN_KINDS), st.sampled_from(["plain", "ex"]))
+
+
+@dataclass
+class LoginSecrets:
+    password: str
+    key: str
+    token: str = ""
+    single_token: str = ""
+
+
+def login_request(kind: str, via: str, s: LoginSecrets) -> tuple[str, list[Any]]:
+    """The call that makes one attempt of ``kind`` with auth.login* (plain) or login_ex."""
+    if via == "plain":
+        return {
+            "password": ("auth.login", ["root", s.password]),
+            "bad_password": ("auth.login", ["root", "x" + s.password]),
+            "bad_user": ("auth.login", ["fz-nobody", s.password]),
+            "token": ("auth.login_with_token", [s.token]),
+            "single_token": ("auth.login_with_token", [s.single_token]),
+            "bad_token": ("auth.login_with_token", ["fz-not-a-token"]),
+            "key": ("auth.login_with_api_key", [s.key]),
+            "bad_key": ("auth.login_with_api_key", [s.key + "x"]),
+            "key_other_user": ("auth.login_with_api_key", ["999-" + s.key.split("-", 1)[1]]),
+            "malformed": ("auth.login", ["root"]),
+        }[kind]
+    data: dict[str, Any] = {
+        "password": {"mechanism": "PASSWORD_PLAIN", "username": "root", "password": s.password},
+        "bad_password": {"mechanism": "PASSWORD_PLAIN", "username": "root", "password": "x"},
+        "bad_user": {"mechanism": "PASSWORD_PLAIN", "username": "fz-nobody", "password": "x"},
+        "token": {"mechanism": "TOKEN_PLAIN", "token": s.token},
+        "single_token": {"mechanism": "TOKEN_PLAIN", "token": s.single_token},
+        "bad_token": {"mechanism": "TOKEN_PLAIN", "token": "fz-not-a-token"},
+        "key": {"mechanism": "API_KEY_PLAIN", "username": "root", "api_key": s.key},
+        "bad_key": {"mechanism": "API_KEY_PLAIN", "username": "root", "api_key": s.key + "x"},
+        "key_other_user": {"mechanism": "API_KEY_PLAIN", "username": "nobody", "api_key": s.key},
+        "malformed": {"mechanism": "NOPE"},
+    }[kind]
+    return "auth.login_ex", [data]
+
+
+def login_outcome(reply: dict[str, Any]) -> str:
+    """ok, fail (the credential was checked and is wrong), busy (not checked) or invalid."""
+    check_reply(reply, "")
+    if "error" in reply:
+        if reply["error"]["code"] == -32602:
+            return "invalid"
+        assert errname_of(reply) == "EBUSY", reply
+        return "busy"
+    result = reply["result"]
+    if isinstance(result, dict):
+        assert result["response_type"] in ("SUCCESS", "AUTH_ERR"), result
+        return "ok" if result["response_type"] == "SUCCESS" else "fail"
+    assert type(result) is bool, reply
+    return "ok" if result else "fail"
+
+
+def login_batch_model(attempts: list[tuple[str, str]]) -> list[str]:
+    """The outcomes of one batch of attempts, members taken in order. Each attempt is counted
+    as a failure when it begins (refused, not checked, once the count is at the bound) and
+    taken back when it logs in; the members start in one loop step, so a password check in
+    progress holds its count while the later members start."""
+    held = 0
+    spent = False
+    out = []
+    for kind, _ in attempts:
+        if kind == "malformed":
+            out.append("invalid")
+            continue
+        if held >= SMALL_FAILURES:
+            out.append("busy")
+            continue
+        held += 1
+        right = kind in RIGHT and not (kind == "single_token" and spent)
+        spent = spent or kind == "single_token"
+        out.append("ok" if right else "fail")
+        if right and kind not in HASHED:
+            held -= 1
+    return out
+
+
+def test_concurrent_logins_check_at_most_the_bound(
+    make_server: Callable[..., ServerProc], long_run: bool
+) -> None:
+    srv = make_server(
+        "--login-max-failures", str(SMALL_FAILURES), "--login-window", "3600"
+    )  # no failure leaves the window during the test
+    ctl = Wire(srv.ws_url, ("root", srv.password))
+    secrets = LoginSecrets(srv.password, ctl.result("api_key.create", {"name": "fz-login"})["key"])
+    seen = Counter[str]()
+
+    @fuzz_settings(long_run, 20)
+    @given(
+        attempts=st.lists(ATTEMPTS, min_size=1, max_size=10),
+        spread=st.sampled_from([0, 0, 2, 3, 5]),  # 0: one batch frame; else connections
+    )
+    @example(attempts=[("bad_password", "plain")] * 4 + [("password", "ex")], spread=0)
+    @example(attempts=[("bad_token", "plain")] * 2 + [("password", "plain")] * 3, spread=0)
+    def run(attempts: list[tuple[str, str]], spread: int) -> None:
+        secrets.token = ctl.result("auth.generate_token", 600, False)
+        secrets.single_token = ctl.result("auth.generate_token", 600, True)
+        address = fresh_address()
+        requests = [login_request(kind, via, secrets) for kind, via in attempts]
+        if spread == 0:
+            outcomes = login_batch(srv, address, requests)
+            assert outcomes == login_batch_model(attempts), (attempts, outcomes)
+        else:
+            outcomes = login_spread(srv, address, requests, spread)
+        # Whatever the order they were checked in: never more wrong credentials checked than
+        # the bound, never a wrong one accepted, a right one refused only unchecked.
+        wrong = outcomes.count("fail")
+        assert wrong <= SMALL_FAILURES, (attempts, outcomes)
+        for (kind, _), outcome in zip(attempts, outcomes, strict=True):
+            assert outcome != "ok" or kind in RIGHT, (attempts, outcomes)
+            assert outcome != "fail" or kind not in RIGHT - {"single_token"}, (attempts, outcomes)
+            assert (outcome == "invalid") == (kind == "malformed"), (attempts, outcomes)
+        accepted = [kind for (kind, _), o in zip(attempts, outcomes, strict=True) if o == "ok"]
+        assert accepted.count("single_token") <= 1, (attempts, outcomes)
+        # Afterwards the right password logs in exactly while the address is not blocked.
+        probe = Pipelined(srv.ws_url, source=address)
+        try:
+            expected = "busy" if wrong >= SMALL_FAILURES else "ok"
+            assert login_outcome(probe.call("auth.login", "root", srv.password)) == expected
+        finally:
+            probe.close()
+        seen["blocked" if wrong >= SMALL_FAILURES else "not blocked"] += 1
+        seen["refused unchecked"] += "busy" in outcomes
+        ctl.alive()
+
+    try:
+        run()
+        print(f"login fuzz outcomes: {dict(seen)}")
+        assert seen["blocked"] and seen["not blocked"] and seen["refused unchecked"], seen
+    finally:
+        ctl.close()
+
+
+def login_batch(srv: ServerProc, address: str, requests: list[tuple[str, list[Any]]]) -> list[str]:
+    """All the attempts in one batch frame from ``address``; their outcomes in order."""
+    w = Pipelined(srv.ws_url, source=address)
+    try:
+        members = [
+            {"jsonrpc": "2.0", "id": i, "method": method, "params": params}
+            for i, (method, params) in enumerate(requests)
+        ]
+        replies = {r["id"]: r for r in w.batch(members)}
+        assert sorted(replies) == list(range(len(requests))), replies
+        return [login_outcome(replies[i]) for i in range(len(requests))]
+    finally:
+        w.close()
+
+
+def login_spread(
+    srv: ServerProc, address: str, requests: list[tuple[str, list[Any]]], spread: int
+) -> list[str]:
+    """The attempts dealt over ``spread`` connections from ``address``, all sent before any
+    answer is read; their outcomes in order."""
+    conns = [Pipelined(srv.ws_url, source=address) for _ in range(spread)]
+    try:
+        for w in conns:
+            w.alive()  # connected: the attempts below leave at once
+        sent = [
+            (conns[i % spread], conns[i % spread].send(method, *params))
+            for i, (method, params) in enumerate(requests)
+        ]
+        return [login_outcome(w.reply(msg_id)) for w, msg_id in sent]
+    finally:
+        for w in conns:
+            w.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug: auth.login through core.bulk checks the password although the bulk "
+    "call has no connection to log in (services/auth.py _login: session(ctx) is reached "
+    "only after check()): a wrong password gets false, the right one 'This method needs a "
+    "connection', and the attempts are throttled under the address 'internal' shared by "
+    "every bulk caller, not under the caller's own",
+)
+def test_bulk_is_no_password_oracle(make_server: Callable[..., ServerProc]) -> None:
+    srv = make_server()
+    ctl = Wire(srv.ws_url, ("root", srv.password))
+    ctl.result("user.create", {"username": "fzoracle", "password": "pw-fzoracle"})
+    user = Wire(srv.ws_url, ("fzoracle", "pw-fzoracle"))
+    try:
+        wrong, right = user.result(
+            "core.bulk", "auth.login", [["root", "x"], ["root", srv.password]]
+        )
+        assert wrong == right, (wrong, right)
+    finally:
+        user.close()
+        ctl.close()
