@@ -17,6 +17,7 @@ from typing import Any
 from middlewared.errors import CallError
 from middlewared.store.base import Op, Row, Store
 from middlewared.store.snapshot import (
+    COUNTERS,
     TABLE_COLUMNS,
     read_snapshot,
     validate_and_upgrade,
@@ -32,9 +33,7 @@ class MemoryStore(Store):
 
     def __init__(self) -> None:
         self.tables: dict[str, dict[Any, Row]] = {name: {} for name in TABLE_COLUMNS}
-        self.tables["counters"] = {
-            name: {"name": name, "value": 0} for name in ("jobs", "users", "api_keys")
-        }
+        self.tables["counters"] = {name: {"name": name, "value": 0} for name in sorted(COUNTERS)}
         self._open = False
         self._reads: dict[str, Callable[..., list[Row]]] = {
             "get_meta": self._get_meta,
@@ -50,6 +49,7 @@ class MemoryStore(Store):
             "all_users": lambda: self._all("users"),
             "all_api_keys": lambda: self._all("api_keys"),
             "all_settings": lambda: self._all("settings"),
+            "all_notifiers": lambda: self._all("notifiers"),
             "finished_job_records": self._finished_records,
         }
         self._writes: dict[str, Callable[[dict[str, Any]], Undo]] = {
@@ -66,6 +66,9 @@ class MemoryStore(Store):
             "delete_api_key": lambda p: self._delete("api_keys", p["id"]),
             "delete_user_api_keys": self._delete_user_keys,
             "set_settings": lambda p: self._upsert("settings", p["namespace"], p),
+            "insert_notifier": self._insert_notifier,
+            "update_notifier": self._update_notifier,
+            "delete_notifier": lambda p: self._delete("notifiers", p["id"]),
         }
 
     # -- the contract ---------------------------------------------------------------------
@@ -106,7 +109,7 @@ class MemoryStore(Store):
         self._check_open()
         version = await asyncio.to_thread(validate_and_upgrade, src)
         tables = await asyncio.to_thread(read_snapshot, src)
-        for name in ("users", "api_keys", "meta", "settings"):
+        for name in ("users", "api_keys", "meta", "settings", "notifiers"):
             key = _KEYS[name]
             self.tables[name] = {row[key]: row for row in tables[name]}
         jobs = self.tables["jobs"]
@@ -235,17 +238,26 @@ class MemoryStore(Store):
         return lambda: row.__setitem__("value", old)
 
     def _insert_user(self, params: dict[str, Any]) -> Undo:
-        self._unique_username(params)
+        self._unique("users", "username", params)
         return self._insert("users", params["id"], params)
 
     def _update_user(self, params: dict[str, Any]) -> Undo:
-        self._unique_username(params)
+        self._unique("users", "username", params)
         return self._update("users", params["id"], params)
 
-    def _unique_username(self, params: dict[str, Any]) -> None:
-        for row in self.tables["users"].values():
-            if row["username"] == params["username"] and row["id"] != params["id"]:
-                raise CallError(f"users: username {params['username']!r} is taken")
+    def _insert_notifier(self, params: dict[str, Any]) -> Undo:
+        self._unique("notifiers", "name", params)
+        return self._insert("notifiers", params["id"], params)
+
+    def _update_notifier(self, params: dict[str, Any]) -> Undo:
+        self._unique("notifiers", "name", params)
+        return self._update("notifiers", params["id"], params)
+
+    def _unique(self, table: str, column: str, params: dict[str, Any]) -> None:
+        """The UNIQUE constraint of ``table.column``, as SQL would enforce it."""
+        for row in self.tables[table].values():
+            if row[column] == params[column] and row["id"] != params["id"]:
+                raise CallError(f"{table}: {column} {params[column]!r} is taken")
 
     def _delete_user_keys(self, params: dict[str, Any]) -> Undo:
         undo = [
@@ -268,7 +280,13 @@ def _remover(rows: dict[Any, Row], key: Any) -> Undo:
     return remove
 
 
-_KEYS = {"users": "id", "api_keys": "id", "meta": "name", "settings": "namespace"}
+_KEYS = {
+    "users": "id",
+    "api_keys": "id",
+    "meta": "name",
+    "settings": "namespace",
+    "notifiers": "id",
+}
 
 
 def _retention_row(row: Row) -> Row:

@@ -42,6 +42,7 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
         "created",
         "expires",
     ),
+    "notifiers": ("id", "name", "kind", "recipients", "url", "secret", "created"),
     "jobs": (
         "id",
         "method",
@@ -66,7 +67,8 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
 USERNAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 KEY_HASH = re.compile(r"^[0-9a-f]{64}$")
 STATES = frozenset({"WAITING", "RUNNING", "SUCCESS", "FAILED", "ABORTED"})
-COUNTERS = frozenset({"jobs", "users", "api_keys"})
+COUNTERS = frozenset({"jobs", "users", "api_keys", "notifiers"})
+NOTIFIER_KINDS = frozenset({"mail", "webhook"})
 
 
 def _bad(reason: str, code: int = errno.EINVAL) -> ValidationErrors:
@@ -105,6 +107,14 @@ def _json_object(v: Any) -> bool:
         return False
 
 
+def _string_list(v: Any) -> bool:
+    try:
+        value = jsonc.loads(v) if isinstance(v, str) else None
+    except ValueError:
+        return False
+    return isinstance(value, list) and all(isinstance(p, str) for p in value)
+
+
 def _password_hash(v: Any) -> bool:
     return v is None or (isinstance(v, str) and v.startswith("scrypt$") and v.count("$") == 5)
 
@@ -132,6 +142,15 @@ ROW_CHECKS: dict[str, dict[str, Callable[[Any], bool]]] = {
     "meta": {"name": _text, "value": _text},
     "settings": {"namespace": _text, "value": _json_object},
     "counters": {"name": lambda v: v in COUNTERS, "value": lambda v: _int(v) and v >= 0},
+    "notifiers": {
+        "id": lambda v: _int(v) and v > 0,
+        "name": lambda v: _text(v) and 0 < len(v) <= 100 and v.isprintable(),
+        "kind": lambda v: v in NOTIFIER_KINDS,
+        "recipients": _string_list,
+        "url": _opt(_text),
+        "secret": _opt(_text),
+        "created": _int,
+    },
     "jobs": {
         "id": lambda v: _int(v) and v > 0,
         "method": _text,
@@ -180,6 +199,9 @@ def _check_tables(conn: sqlite3.Connection) -> None:
     users = {r["id"]: r for r in _rows(conn, "users")}
     if len({u["username"] for u in users.values()}) != len(users):
         raise _bad("Two users have the same name")
+    names = [r["name"] for r in _rows(conn, "notifiers")]
+    if len(set(names)) != len(names):
+        raise _bad("Two notifiers have the same name")
     usable = [u for u in users.values() if u["admin"] and not u["locked"] and u["password_hash"]]
     if not usable:
         raise _bad("The snapshot has no usable administrator: restoring it would lock you out")
