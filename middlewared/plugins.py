@@ -20,7 +20,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CORE_SERVICES = ("core", "files", "auth", "users", "api_keys", "discover", "settings")
+CORE_SERVICES = (
+    "core",
+    "files",
+    "auth",
+    "users",
+    "api_keys",
+    "discover",
+    "settings",
+    "notifiers",
+)
 
 
 BUILTIN_PACKAGE = "middlewared_plugins"
