@@ -30,6 +30,7 @@ from middlewared.jobs.files import JobFiles
 from middlewared.jobs.job import Job
 from middlewared.jobs.recovery import recover
 from middlewared.jobs.store import JobStore, Purged
+from middlewared.notify import Notifiers
 from middlewared.plugins import PluginLoader
 from middlewared.registry import Registry
 from middlewared.routes import Route
@@ -75,6 +76,8 @@ class Middleware:
         self.calls = Calls(self, self.methods, self.jobs, config.limits.max_live_jobs_per_user)
         self.transfers = Transfers(config, self.jobs)
         self.settings = Settings(self.store)
+        # Told of jobs' ends by triggers and commands; mail through the ``mail`` settings.
+        self.notifiers = Notifiers(self.store, lambda: self.get_settings("mail"), config.notify)
         self.plugins = PluginLoader(self)
         self.triggers = TriggerEngine(self)
         self.registries: list[Registry] = []

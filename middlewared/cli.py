@@ -15,6 +15,7 @@ from middlewared.config import (
     ConnectionLimits,
     Limits,
     LoginThrottle,
+    NotifyLimits,
     QueryLimits,
     Retention,
     ServerConfig,
@@ -179,6 +180,7 @@ def parser() -> argparse.ArgumentParser:
     _connection_options(p)
     _query_options(p)
     _trigger_options(p)
+    _notify_options(p)
     return p
 
 
@@ -275,6 +277,58 @@ def _query_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
+    """An argparse type: a number above zero, or a clear error."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be above 0: {text!r}")
+        return value
+
+    return parse
+
+
+def _notify_options(p: argparse.ArgumentParser) -> None:
+    n = NotifyLimits
+    p.add_argument(
+        "--notify-timeout",
+        type=_positive(float),
+        default=n.timeout_seconds,
+        help="seconds one webhook notification may take (default %(default)s); a mail "
+        "notification is bounded by the mail settings' timeout",
+    )
+    p.add_argument(
+        "--notify-concurrency",
+        type=_positive(int),
+        default=n.concurrency,
+        help="notifications delivered at once; more wait their turn (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-pending-notifications",
+        type=_positive(int),
+        default=n.max_pending,
+        help="notifications waiting for delivery; past it a new one is dropped and logged "
+        "(default %(default)s)",
+    )
+    p.add_argument(
+        "--max-notifiers",
+        type=_positive(int),
+        default=n.max_notifiers,
+        help="notifiers that may exist; notifier.create past it: EBUSY (default %(default)s)",
+    )
+    p.add_argument(
+        "--notify-max-log",
+        type=_positive(int),
+        default=n.max_log_bytes,
+        help="bytes of a job's log a notification mail carries, its last ones "
+        "(default %(default)s)",
+    )
+
+
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(
         host=args.host,
@@ -329,6 +383,13 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             regex_seconds=args.query_regex_budget,
             timeout_seconds=args.query_timeout,
             max_rows=args.query_max_rows,
+        ),
+        notify=NotifyLimits(
+            timeout_seconds=args.notify_timeout,
+            concurrency=args.notify_concurrency,
+            max_pending=args.max_pending_notifications,
+            max_notifiers=args.max_notifiers,
+            max_log_bytes=args.notify_max_log,
         ),
     )
 

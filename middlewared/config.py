@@ -122,6 +122,22 @@ class QueryLimits:
 
 
 @dataclass(frozen=True)
+class NotifyLimits:
+    """Notifiers: what telling them of a job's end may cost."""
+
+    # Seconds one webhook delivery may take (a mail's bound is the mail settings' timeout).
+    timeout_seconds: float = 10.0
+    # Deliveries in progress at once; more wait their turn.
+    concurrency: int = 4
+    # Notifications waiting to be delivered; past it a new one is dropped (and logged).
+    max_pending: int = 1000
+    # Notifiers that may exist (notifier.create past it: EBUSY).
+    max_notifiers: int = 1000
+    # Bytes of a job's log a mail carries (its tail).
+    max_log_bytes: int = 256 * 1024
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 6000
@@ -136,6 +152,7 @@ class ServerConfig:
     connections: ConnectionLimits = field(default_factory=ConnectionLimits)
     triggers: TriggerLimits = field(default_factory=TriggerLimits)
     query: QueryLimits = field(default_factory=QueryLimits)
+    notify: NotifyLimits = field(default_factory=NotifyLimits)
     # "full": fsync each group commit (survives power loss); "normal": survives a crash.
     durability: str = "full"
     # Seconds given to running jobs to end on SIGTERM before they are aborted.

@@ -28,6 +28,7 @@ CORE_SERVICES = (
     "api_keys",
     "discover",
     "settings",
+    "notifiers",
 )
 
 

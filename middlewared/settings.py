@@ -39,6 +39,17 @@ class Settings:
             for row in await self.store.fetch("all_settings")
         }
 
+    def readable(self, namespace: str) -> dict[str, Any]:
+        """What a read method may show: the settings without their write-only fields (a
+        password declared ``"writeOnly": true`` is never returned)."""
+        spec, _ = self._spec(namespace)
+        hidden = {
+            name
+            for name, prop in spec.schema.get("properties", {}).items()
+            if isinstance(prop, dict) and prop.get("writeOnly")
+        }
+        return {k: v for k, v in self.get(namespace).items() if k not in hidden}
+
     def get(self, namespace: str) -> dict[str, Any]:
         """The namespace's settings: its defaults, overlaid with what was stored."""
         spec, _ = self._spec(namespace)

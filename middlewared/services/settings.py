@@ -23,16 +23,19 @@ async def schemas(ctx: CallContext) -> dict[str, Any]:
     params=[Param("namespace", NAMESPACE)], returns={"type": "object"}, access=Access.ADMIN
 )
 async def get(ctx: CallContext, namespace: str) -> dict[str, Any]:
-    """A namespace's settings (its defaults, overlaid with what was changed)."""
-    return app_of(ctx).get_settings(namespace)
+    """A namespace's settings (its defaults, overlaid with what was changed); write-only
+    fields (passwords) are left out."""
+    return app_of(ctx).settings.readable(namespace)
 
 
 @registry.method(
-    params=[Param("namespace", NAMESPACE), Param("changes", {"type": "object"})],
+    params=[Param("namespace", NAMESPACE), Param("changes", {"type": "object"}, secret=True)],
     returns={"type": "object"},
     access=Access.ADMIN,
 )
 async def update(ctx: CallContext, namespace: str, changes: dict[str, Any]) -> dict[str, Any]:
     """Change some of a namespace's settings (validated against its schema); returns them
-    all. They are kept in the store and carried by ``config.save``."""
-    return await app_of(ctx).set_settings(namespace, changes)
+    all but the write-only ones. They are kept in the store and carried by ``config.save``."""
+    app = app_of(ctx)
+    await app.set_settings(namespace, changes)
+    return app.settings.readable(namespace)

@@ -17,6 +17,7 @@ from typing import Any
 from middlewared.errors import CallError
 from middlewared.store.base import Op, Row, Store
 from middlewared.store.snapshot import (
+    COUNTERS,
     TABLE_COLUMNS,
     read_snapshot,
     validate_and_upgrade,
@@ -32,9 +33,7 @@ class MemoryStore(Store):
 
     def __init__(self) -> None:
         self.tables: dict[str, dict[Any, Row]] = {name: {} for name in TABLE_COLUMNS}
-        self.tables["counters"] = {
-            name: {"name": name, "value": 0} for name in ("jobs", "users", "api_keys", "triggers")
-        }
+        self.tables["counters"] = {name: {"name": name, "value": 0} for name in sorted(COUNTERS)}
         self._open = False
         self._reads: dict[str, Callable[..., list[Row]]] = {
             "get_meta": self._get_meta,
@@ -50,6 +49,7 @@ class MemoryStore(Store):
             "all_users": lambda: self._all("users"),
             "all_api_keys": lambda: self._all("api_keys"),
             "all_settings": lambda: self._all("settings"),
+            "all_notifiers": lambda: self._all("notifiers"),
             "finished_job_records": self._finished_records,
             "all_triggers": lambda: self._all("triggers"),
             "last_trigger_fire": self._last_fire,
@@ -79,6 +79,9 @@ class MemoryStore(Store):
             "prune_trigger_fires": self._prune_fires,
             "open_trigger_window": lambda p: self._upsert("trigger_windows", p["trigger_id"], p),
             "close_trigger_window": lambda p: self._delete("trigger_windows", p["trigger_id"]),
+            "insert_notifier": self._insert_notifier,
+            "update_notifier": self._update_notifier,
+            "delete_notifier": lambda p: self._delete("notifiers", p["id"]),
         }
 
     # -- the contract ---------------------------------------------------------------------
@@ -119,7 +122,7 @@ class MemoryStore(Store):
         self._check_open()
         version = await asyncio.to_thread(validate_and_upgrade, src)
         tables = await asyncio.to_thread(read_snapshot, src)
-        for name in ("users", "api_keys", "meta", "settings", "triggers", "trigger_windows"):
+        for name in ("users", "api_keys", "meta", "settings", "triggers", "trigger_windows", "notifiers"):
             key = _KEYS[name]
             self.tables[name] = {row[key]: row for row in tables[name]}
         for row in tables["trigger_fires"]:
@@ -250,17 +253,26 @@ class MemoryStore(Store):
         return lambda: row.__setitem__("value", old)
 
     def _insert_user(self, params: dict[str, Any]) -> Undo:
-        self._unique_username(params)
+        self._unique("users", "username", params)
         return self._insert("users", params["id"], params)
 
     def _update_user(self, params: dict[str, Any]) -> Undo:
-        self._unique_username(params)
+        self._unique("users", "username", params)
         return self._update("users", params["id"], params)
 
-    def _unique_username(self, params: dict[str, Any]) -> None:
-        for row in self.tables["users"].values():
-            if row["username"] == params["username"] and row["id"] != params["id"]:
-                raise CallError(f"users: username {params['username']!r} is taken")
+    def _insert_notifier(self, params: dict[str, Any]) -> Undo:
+        self._unique("notifiers", "name", params)
+        return self._insert("notifiers", params["id"], params)
+
+    def _update_notifier(self, params: dict[str, Any]) -> Undo:
+        self._unique("notifiers", "name", params)
+        return self._update("notifiers", params["id"], params)
+
+    def _unique(self, table: str, column: str, params: dict[str, Any]) -> None:
+        """The UNIQUE constraint of ``table.column``, as SQL would enforce it."""
+        for row in self.tables[table].values():
+            if row[column] == params[column] and row["id"] != params["id"]:
+                raise CallError(f"{table}: {column} {params[column]!r} is taken")
 
     def _unique_hook_path(self, params: dict[str, Any]) -> None:
         path = params.get("hook_path")
@@ -330,6 +342,7 @@ _KEYS = {
     "settings": "namespace",
     "triggers": "id",
     "trigger_windows": "trigger_id",
+    "notifiers": "id",
 }
 
 

@@ -45,6 +45,7 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "triggers": ("id", "type", "owner_id", "paused", "next_run", "hook_path", "record"),
     "trigger_fires": ("trigger_id", "due", "job_id"),
     "trigger_windows": ("trigger_id", "fires_at", "events"),
+    "notifiers": ("id", "name", "kind", "recipients", "url", "secret", "created"),
     "jobs": (
         "id",
         "method",
@@ -71,7 +72,8 @@ ROW_KEYS = ("id", "trigger_id", "name", "namespace")
 USERNAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 KEY_HASH = re.compile(r"^[0-9a-f]{64}$")
 STATES = frozenset({"WAITING", "RUNNING", "SUCCESS", "FAILED", "ABORTED"})
-COUNTERS = frozenset({"jobs", "users", "api_keys", "triggers"})
+COUNTERS = frozenset({"jobs", "users", "api_keys", "triggers", "notifiers"})
+NOTIFIER_KINDS = frozenset({"mail", "webhook"})
 
 
 def _bad(reason: str, code: int = errno.EINVAL) -> ValidationErrors:
@@ -117,6 +119,14 @@ def _json_list(v: Any) -> bool:
         return False
 
 
+def _string_list(v: Any) -> bool:
+    try:
+        value = jsonc.loads(v) if isinstance(v, str) else None
+    except ValueError:
+        return False
+    return isinstance(value, list) and all(isinstance(p, str) for p in value)
+
+
 def _password_hash(v: Any) -> bool:
     return v is None or (isinstance(v, str) and v.startswith("scrypt$") and v.count("$") == 5)
 
@@ -155,6 +165,15 @@ ROW_CHECKS: dict[str, dict[str, Callable[[Any], bool]]] = {
     },
     "trigger_fires": {"trigger_id": _int, "due": _int, "job_id": _int},
     "trigger_windows": {"trigger_id": _int, "fires_at": _int, "events": _json_list},
+    "notifiers": {
+        "id": lambda v: _int(v) and v > 0,
+        "name": lambda v: _text(v) and 0 < len(v) <= 100 and v.isprintable(),
+        "kind": lambda v: v in NOTIFIER_KINDS,
+        "recipients": _string_list,
+        "url": _opt(_text),
+        "secret": _opt(_text),
+        "created": _int,
+    },
     "jobs": {
         "id": lambda v: _int(v) and v > 0,
         "method": _text,
@@ -204,6 +223,9 @@ def _check_tables(conn: sqlite3.Connection) -> None:
     users = {r["id"]: r for r in _rows(conn, "users")}
     if len({u["username"] for u in users.values()}) != len(users):
         raise _bad("Two users have the same name")
+    names = [r["name"] for r in _rows(conn, "notifiers")]
+    if len(set(names)) != len(names):
+        raise _bad("Two notifiers have the same name")
     usable = [u for u in users.values() if u["admin"] and not u["locked"] and u["password_hash"]]
     if not usable:
         raise _bad("The snapshot has no usable administrator: restoring it would lock you out")
@@ -241,9 +263,10 @@ def validate_and_upgrade(path: Path) -> int:
             raise _bad(
                 f"The database has schema {version}, newer than this server's ({SCHEMA_VERSION})"
             )
+        applied = {r[0] for r in conn.execute("SELECT version FROM schema_version")}
         with conn:
             for number, statements in migrations():
-                if number > version:
+                if number not in applied:
                     for stmt in statements:
                         conn.execute(stmt)
                     conn.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))

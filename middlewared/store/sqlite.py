@@ -89,8 +89,11 @@ class SQLiteStore(Store):
                 f"The database {self.path} has schema {current}, newer than this server "
                 f"({SCHEMA_VERSION})"
             )
+        # Every migration not recorded yet runs, not only those above the highest recorded:
+        # numbers may be added out of order by branches landing one after the other.
+        applied = {r[0] for r in conn.execute("SELECT version FROM schema_version")}
         for version, statements in migrations():
-            if version <= current:
+            if version in applied:
                 continue
             with _transaction(conn):
                 for stmt in statements:

@@ -63,6 +63,18 @@ def job_row(
     }
 
 
+def notifier_row(nid: int, name: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": nid,
+        "name": name,
+        "kind": extra.get("kind", "mail"),
+        "recipients": extra.get("recipients", '["ops@example.com"]'),
+        "url": extra.get("url"),
+        "secret": extra.get("secret"),
+        "created": 5,
+    }
+
+
 def user_row(uid: int, username: str, admin: bool = True) -> dict[str, Any]:
     return {
         "id": uid,
@@ -181,10 +193,37 @@ class TestStoreContract:
         await store.write([Op("set_meta", {"name": "m", "value": "v"})])
         assert await store.fetch_one("get_meta", name="m") == {"value": "v"}
 
+    async def test_notifiers_in_and_out(self, store: Store) -> None:
+        assert await store.fetch_one("get_counter", name="notifiers") == {"value": 0}
+        hook = notifier_row(2, "hook", kind="webhook", recipients="[]", url="http://h/", secret="s")
+        await store.write(
+            [
+                Op("insert_notifier", notifier_row(1, "ops")),
+                Op("insert_notifier", hook),
+                Op("raise_counter", {"name": "notifiers", "value": 2}),
+            ]
+        )
+        # Names are unique, on insert and on update; a refused write changes nothing.
+        with pytest.raises(CallError):
+            await store.write([Op("insert_notifier", notifier_row(3, "ops"))])
+        with pytest.raises(CallError):
+            await store.write([Op("update_notifier", {**hook, "name": "ops"})])
+        await store.write([Op("update_notifier", {**hook, "name": "hook2", "secret": "t"})])
+        rows = await store.fetch("all_notifiers")
+        assert [(r["id"], r["name"], r["kind"], r["secret"]) for r in rows] == [
+            (1, "ops", "mail", None),
+            (2, "hook2", "webhook", "t"),
+        ]
+        assert rows[0] == notifier_row(1, "ops")
+        await store.write([Op("delete_notifier", {"id": 1})])
+        assert [r["id"] for r in await store.fetch("all_notifiers")] == [2]
+        assert await store.fetch_one("get_counter", name="notifiers") == {"value": 2}
+
     async def test_a_snapshot_restores_into_any_backend(self, store: Store, tmp_path: Path) -> None:
         await store.write(
             [
                 Op("insert_user", user_row(1, "root")),
+                Op("insert_notifier", notifier_row(1, "kept")),
                 Op("set_settings", {"namespace": "x", "value": '{"a":1}'}),
                 Op("insert_job", job_row(1)),
                 Op("raise_counter", {"name": "jobs", "value": 1}),
@@ -195,6 +234,7 @@ class TestStoreContract:
         await store.write(
             [
                 Op("insert_user", user_row(2, "later")),
+                Op("insert_notifier", notifier_row(2, "later")),
                 Op("set_settings", {"namespace": "x", "value": '{"a":9}'}),
                 Op("insert_job", job_row(2)),
                 Op("raise_counter", {"name": "jobs", "value": 2}),
@@ -214,6 +254,7 @@ class TestStoreContract:
                 copy.write_bytes(snap.read_bytes())
                 assert await target.restore(copy) == SCHEMA_VERSION
                 assert [u["username"] for u in await target.fetch("all_users")] == ["root"]
+                assert [n["name"] for n in await target.fetch("all_notifiers")] == ["kept"]
                 assert await target.fetch("all_settings") == [
                     {"namespace": "x", "value": '{"a":1}'}
                 ]

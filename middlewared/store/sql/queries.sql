@@ -110,6 +110,21 @@ SELECT namespace, value FROM settings ORDER BY namespace;
 INSERT INTO settings (namespace, value) VALUES (:namespace, :value)
 ON CONFLICT (namespace) DO UPDATE SET value = excluded.value;
 
+-- name: insert_notifier
+INSERT INTO notifiers (id, name, kind, recipients, url, secret, created)
+VALUES (:id, :name, :kind, :recipients, :url, :secret, :created);
+
+-- name: update_notifier
+UPDATE notifiers SET name = :name, kind = :kind, recipients = :recipients, url = :url,
+       secret = :secret
+WHERE id = :id;
+
+-- name: delete_notifier
+DELETE FROM notifiers WHERE id = :id;
+
+-- name: all_notifiers
+SELECT id, name, kind, recipients, url, secret, created FROM notifiers ORDER BY id;
+
 -- name: restore_config
 -- Runs with the snapshot attached as "bak", in one transaction.
 DELETE FROM users;
@@ -131,6 +146,9 @@ SELECT trigger_id, fires_at, events FROM bak.trigger_windows;
 INSERT INTO trigger_fires (trigger_id, due, job_id)
 SELECT trigger_id, due, job_id FROM bak.trigger_fires b
 WHERE NOT EXISTS (SELECT 1 FROM trigger_fires f WHERE f.trigger_id = b.trigger_id AND f.due = b.due);
+DELETE FROM notifiers;
+INSERT INTO notifiers (id, name, kind, recipients, url, secret, created)
+SELECT id, name, kind, recipients, url, secret, created FROM bak.notifiers;
 INSERT INTO jobs (id, method, state, owner, owner_id, api_key_id, origin, lock_key, attempt,
                   run_after, node, description, time_started, time_finished, progress_percent, error,
                   retry_on_restart, record)

@@ -1,0 +1,59 @@
+"""notifier.*: administrators keep the named notifiers that triggers and commands tell of a
+job's end (PROTOCOL.md section 9)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from middlewared.context import CallContext
+from middlewared.notify.notifier import CREATE, UPDATE
+from middlewared.query import query
+from middlewared.registry import Access, Param, Registry
+from middlewared.services.core import app_of
+from middlewared.services.schemas import QUERY_PARAMS
+
+registry = Registry("notifier", "Notifiers: mail and signed webhooks told of a job's end")
+
+NID = {"type": "integer", "minimum": 1}
+
+
+@registry.lifespan
+async def lifespan(app: Any) -> AsyncIterator[None]:
+    yield
+    # Left after the jobs ended: the notifications of the last ones still go out.
+    await app.notifiers.close(app.config.shutdown_grace_seconds)
+
+
+@registry.method(params=QUERY_PARAMS, access=Access.ADMIN, name="query")
+async def query_notifiers(ctx: CallContext, filters: list[Any], options: dict[str, Any]) -> Any:
+    """Query notifiers: ``{id, name, kind, to, url, secret_set, created}`` (a webhook's
+    secret is never shown)."""
+    return query(await app_of(ctx).notifiers.book.records(), filters, options)
+
+
+@registry.method(
+    params=[Param("data", CREATE, secret=True)], returns={"type": "object"}, access=Access.ADMIN
+)
+async def create(ctx: CallContext, data: dict[str, Any]) -> dict[str, Any]:
+    """Create a notifier: ``{"name", "kind": "mail", "to": [addresses]}`` (sent through the
+    ``mail`` settings) or ``{"name", "kind": "webhook", "url", "secret"}`` (a POST of the job
+    record, hex HMAC-SHA256 of the body with ``secret`` in ``X-Middlewared-Sign``)."""
+    return (await app_of(ctx).notifiers.book.create(data)).record()
+
+
+@registry.method(
+    params=[Param("id", NID), Param("data", UPDATE, secret=True)],
+    returns={"type": "object"},
+    access=Access.ADMIN,
+)
+async def update(ctx: CallContext, nid: int, data: dict[str, Any]) -> dict[str, Any]:
+    """Change a notifier; a secret left out (or null) is kept."""
+    return (await app_of(ctx).notifiers.book.update(nid, data)).record()
+
+
+@registry.method(params=[Param("id", NID)], returns={"type": "boolean"}, access=Access.ADMIN)
+async def delete(ctx: CallContext, nid: int) -> bool:
+    """Delete a notifier; triggers that name it log that it is missing when they end."""
+    await app_of(ctx).notifiers.book.delete(nid)
+    return True
