@@ -55,7 +55,8 @@ SETTINGS_DEFAULTS: dict[str, Any] = {"settle": 0.5, "max_pending": 100_000}
 BATCH = 1_000
 
 
-def _type(mode: int) -> str:
+def file_type(mode: int) -> str:
+    """FILE, DIRECTORY, SYMLINK or OTHER (a symlink is never followed)."""
     if st.S_ISLNK(mode):
         return "SYMLINK"
     if st.S_ISDIR(mode):
@@ -76,7 +77,7 @@ def fields(path: str, s: os.stat_result, cause: int | None = None) -> dict[str, 
     """An event's fields; ``cause``: the job that wrote the path (None: another program).
     The type is guessed from the name only: reading what another program is writing would
     race it, and a FIFO or a device must never be opened."""
-    kind = _type(s.st_mode)
+    kind = file_type(s.st_mode)
     mime = None
     if kind == "FILE":
         mime = mimetypes.guess_type(path, strict=False)[0] or "application/octet-stream"

@@ -20,7 +20,14 @@ from middlewared.roots import Dir, Location, Roots, escaped, in_thread, normalis
 
 from . import fswatch
 from .copying import Tree, copy_tree
-from .fileevents import COLLECTION, SETTINGS_DEFAULTS, SETTINGS_SCHEMA, announce_written, writing
+from .fileevents import (
+    COLLECTION,
+    SETTINGS_DEFAULTS,
+    SETTINGS_SCHEMA,
+    announce_written,
+    file_type,
+    writing,
+)
 from .tempfiles import journalled_temp, sweep
 
 registry = Registry("filesystem", "Files and directories under the configured roots")
@@ -97,21 +104,11 @@ def _lock(method: str, index: int) -> Callable[[Sequence[Any]], str]:
     return key
 
 
-def _type(mode: int) -> str:
-    if st.S_ISLNK(mode):
-        return "SYMLINK"
-    if st.S_ISDIR(mode):
-        return "DIRECTORY"
-    if st.S_ISREG(mode):
-        return "FILE"
-    return "OTHER"
-
-
 def _entry(path: str, s: os.stat_result) -> dict[str, Any]:
     return {
         "name": os.path.basename(path),
         "path": path,
-        "type": _type(s.st_mode),
+        "type": file_type(s.st_mode),
         "size": s.st_size,
         "mode": s.st_mode,
         "mtime": s.st_mtime,
