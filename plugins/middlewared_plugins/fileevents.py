@@ -161,20 +161,22 @@ class FileEvents:
         """Whether the burst is the API's own write (then it was announced already)."""
         path = settled.path
         with self.lock:
-            if self.claims.covers(path, settled.last, now):
-                return True
-            if self.claims.covers(path, now, now):
+            if self.claims.covers(path, now, now) and not self.claims.covers(
+                path, settled.last, now
+            ):
                 # Being written by a job right now: its announcement will say.
                 self.settler.defer(settled, now)
                 return True
-            if self.echoes.is_echo(path, signature(s), now):
+            if self.claims.covers(path, settled.last, now) or self.echoes.is_echo(
+                path, signature(s), now
+            ):
+                self.suppressed += 1
                 return True
             self.echoes.forget(path)
             return False
 
     def _settled(self, settled: Settled, s: os.stat_result | None, now: float) -> None:
         if self._own(settled, s, now):
-            self.suppressed += 1
             return
         if s is None:
             if settled.existed:
