@@ -8,6 +8,7 @@ import errno
 import logging
 import os
 import stat as st
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -19,6 +20,8 @@ log = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
 Names = tuple[str, ...]
+# Told of each path the copy wrote or removed (filesystem.files).
+Announce = Callable[[str], Awaitable[None]]
 
 
 @dataclass
@@ -122,10 +125,14 @@ class Tree:
         self.created.append(Created(dst_names, s.st_dev, s.st_ino, st.S_ISDIR(kind)))
         return None
 
-    def undo(self) -> int:
+    def path(self, rel: Names) -> str:
+        """The destination path of the entry ``rel``."""
+        return self.dst.join("/".join((self.dst_name, *rel)))
+
+    def undo(self) -> list[str]:
         """Remove what this copy created, last first, each only if it is still the entry
-        made (same inode) and, for a directory, empty; returns how many were removed."""
-        removed = 0
+        made (same inode) and, for a directory, empty; returns the paths removed."""
+        removed: list[str] = []
         for entry in reversed(self.created):
             try:
                 with self.dst.subdir(entry.names[:-1]) as folder:
@@ -136,7 +143,7 @@ class Tree:
                         folder.rmdir(entry.names[-1])
                     else:
                         folder.unlink(entry.names[-1])
-                removed += 1
+                removed.append(self.dst.join("/".join(entry.names)))
             except OSError as e:
                 # Not ours any more, or holding what is not ours: left in place.
                 log.info("copy left %s in place: %s", "/".join(entry.names), e.strerror)
@@ -168,19 +175,25 @@ def _finish(fin: BinaryIO, fout: BinaryIO) -> None:
     copy_metadata(fin.fileno(), fout.fileno())
 
 
-async def copy_tree(job: Job, tree: Tree) -> None:
-    """Copy every entry of ``tree``; on any failure or abort, undo what was created."""
+async def copy_tree(job: Job, tree: Tree, written: Announce) -> None:
+    """Copy every entry of ``tree``, calling ``written(path)`` once each is complete; on any
+    failure or abort, undo what was created (``written`` told of each removal too)."""
     progress = _Progress(job, tree.total)
     progress.report()
     try:
         for rel, _ in tree.entries:
+            made = len(tree.created)
             files = await in_thread(tree.make, rel)
             if files is not None:
                 await progress.copy_file(*files)
+            if len(tree.created) > made:
+                await written(tree.path(rel))
     except BaseException:
         removed = await in_thread(tree.undo)
         dst = tree.dst.join(tree.dst_name)
-        log.info("copy to %s failed: removed %d of the entries it made", dst, removed)
+        log.info("copy to %s failed: removed %d of the entries it made", dst, len(removed))
+        for path in removed:
+            await asyncio.shield(written(path))
         raise
     src, dst = tree.src.join(tree.src_name), tree.dst.join(tree.dst_name)
     job.log(f"copied {progress.done} bytes in {len(tree.entries)} entries from {src} to {dst}")

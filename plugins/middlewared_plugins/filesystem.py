@@ -1,4 +1,5 @@
-"""filesystem.*: stat, listdir, get, put and copy (a job with byte progress), inside the roots."""
+"""filesystem.*: stat, listdir, get, put and copy (a job with byte progress), inside the roots;
+the ``filesystem.files`` events of what changes there."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 import errno
 import os
 import stat as st
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -14,18 +15,51 @@ from middlewared.context import CallContext, ServerApi
 from middlewared.errors import CallError, ValidationErrors
 from middlewared.jobs.job import Job
 from middlewared.jobs.pipes import UploadedFile
-from middlewared.registry import JobOptions, Param, Registry
+from middlewared.registry import Access, JobOptions, Param, Registry
 from middlewared.roots import Dir, Location, Roots, escaped, in_thread, normalise, refusal
 
+from . import fswatch
 from .copying import Tree, copy_tree
+from .fileevents import (
+    COLLECTION,
+    SETTINGS_DEFAULTS,
+    SETTINGS_SCHEMA,
+    announce_written,
+    file_type,
+    writing,
+)
 from .tempfiles import journalled_temp, sweep
 
 registry = Registry("filesystem", "Files and directories under the configured roots")
+registry.collection(
+    COLLECTION,
+    "Files added, changed or removed under the roots, by the API (cause: the job) or by any "
+    "other program (inotify), one event per path once its writes settle; id: the path; "
+    "fields: path, type, size, mime, mtime, escaped, cause (the job that wrote it, or null). "
+    "Subscribing needs the grant "
+    "filesystem.files; the events reach full administrators.",
+)
+registry.declare_settings(SETTINGS_SCHEMA, SETTINGS_DEFAULTS)
 
 
 @registry.on_startup
 async def _sweep_temp_files(app: ServerApi) -> None:
     await asyncio.to_thread(sweep, app.config.data_dir, app.config.roots)
+
+
+@registry.lifespan
+async def _watch(app: ServerApi) -> AsyncIterator[None]:
+    async with fswatch.watching(app):
+        yield
+
+
+@registry.method(returns={"type": "object"}, access=Access.ADMIN)
+async def watch_status(ctx: CallContext) -> dict[str, Any]:
+    """The watcher of ``filesystem.files``: roots watched, roots not watched with the reason,
+    the settle time in force, paths waiting, and counters (published, announced by jobs,
+    suppressed echoes of the API's own writes, dropped past ``max_pending``, inotify
+    overflows)."""
+    return fswatch.status(ctx.app)
 
 
 PATH = {
@@ -70,21 +104,11 @@ def _lock(method: str, index: int) -> Callable[[Sequence[Any]], str]:
     return key
 
 
-def _type(mode: int) -> str:
-    if st.S_ISLNK(mode):
-        return "SYMLINK"
-    if st.S_ISDIR(mode):
-        return "DIRECTORY"
-    if st.S_ISREG(mode):
-        return "FILE"
-    return "OTHER"
-
-
 def _entry(path: str, s: os.stat_result) -> dict[str, Any]:
     return {
         "name": os.path.basename(path),
         "path": path,
-        "type": _type(s.st_mode),
+        "type": file_type(s.st_mode),
         "size": s.st_size,
         "mode": s.st_mode,
         "mtime": s.st_mtime,
@@ -129,8 +153,13 @@ async def copy(ctx: CallContext, job: Job, src: str, dst: str) -> bool:
     bits are copied without setuid, setgid and sticky; on failure only what this copy
     created is removed."""
     tree = await asyncio.to_thread(Tree.prepare, _roots(ctx), src, dst)
+
+    async def written(path: str) -> None:
+        await announce_written(ctx.app, path, job.id)
+
     try:
-        await copy_tree(job, tree)
+        with writing(ctx.app, tree.path(())):
+            await copy_tree(job, tree, written)
     finally:
         tree.close()
     return True
@@ -205,18 +234,22 @@ def _destination(where: Location) -> tuple[Dir, str | None]:
             raise refusal(where.field, e) from None
 
 
-def _exists(folder: Dir, name: str, overwrite: bool) -> None:
-    """Refuse what is at ``name`` unless it is a regular file to overwrite."""
+def _exists(folder: Dir, name: str, overwrite: bool) -> bool:
+    """Refuse what is at ``name`` unless it is a regular file to overwrite; whether it is."""
     try:
         kind = folder.lstat(name).st_mode
     except FileNotFoundError:
-        return
+        return False
     if not overwrite or not st.S_ISREG(kind):
         raise ValidationErrors([("path", f"{folder.join(name)} already exists", errno.EEXIST)])
+    return True
 
 
 class _Receiver:
-    def __init__(self, job: Job, expected: int | None, folder: Dir, data_dir: Path) -> None:
+    def __init__(
+        self, app: ServerApi, job: Job, expected: int | None, folder: Dir, data_dir: Path
+    ) -> None:
+        self.app = app
         self.job = job
         self.expected = expected
         self.folder = folder
@@ -231,7 +264,7 @@ class _Receiver:
         """Write to a temporary name beside the target, fsync, then rename: atomic. The
         temporary name is journalled, so a crash leaves no stray file behind."""
         folder = self.folder
-        await in_thread(_exists, folder, name, overwrite)
+        existed = await in_thread(_exists, folder, name, overwrite)
         with journalled_temp(self.data_dir, folder, name) as tmp:
             with await in_thread(folder.create, tmp) as out:
                 async for chunk in source.chunks():
@@ -239,13 +272,18 @@ class _Receiver:
                     self.received += len(chunk)
                     self.report()
                 await in_thread(_sync, out, mode)
-            try:
-                await in_thread(folder.rename, tmp, name, overwrite)
-            except FileExistsError:
-                # Created meanwhile by someone else: theirs is kept.
-                raise ValidationErrors(
-                    [("path", f"{folder.join(name)} already exists", errno.EEXIST)]
-                ) from None
+            # The temporary file is not reported (by its name); the rename is this job's.
+            with writing(self.app, folder.join(name)):
+                try:
+                    await in_thread(folder.rename, tmp, name, overwrite)
+                except FileExistsError:
+                    # Created meanwhile by someone else: theirs is kept.
+                    raise ValidationErrors(
+                        [("path", f"{folder.join(name)} already exists", errno.EEXIST)]
+                    ) from None
+                await announce_written(
+                    self.app, folder.join(name), self.job.id, created=not existed
+                )
 
 
 def _sync(f: BinaryIO, mode: int) -> None:
@@ -273,7 +311,7 @@ async def put(ctx: CallContext, job: Job, path: str, options: dict[str, Any]) ->
     where = _roots(ctx).locate("path", path)
     folder, fixed = await asyncio.to_thread(_destination, where)
     try:
-        receiver = _Receiver(job, pipe.expected_bytes, folder, ctx.config.data_dir)
+        receiver = _Receiver(ctx.app, job, pipe.expected_bytes, folder, ctx.config.data_dir)
         overwrite = bool(options.get("overwrite", False))
         written: list[str] = []
         async for source in pipe:

@@ -19,6 +19,11 @@ _TEMP = re.compile(r"^\..+\.[0-9a-f]{12}\.part$", re.DOTALL)
 _STEM = 200
 
 
+def is_temp(name: str) -> bool:
+    """Whether ``name`` has the form of the temporary files ``journalled_temp`` names."""
+    return _TEMP.match(name) is not None
+
+
 def journal_dir(data_dir: Path) -> Path:
     return data_dir / "tempfiles"
 
