@@ -9,11 +9,11 @@ import time
 from typing import Any
 
 from bench.loads.common import CpuWindow, auth, ws_url
-from bench.loads.wsrpc import open_many, session
+from bench.loads.fastws import close_all, open_many
 from bench.stats import percentile
 
 # Where a pulse event carries the time it was published (progress.extra.t).
-STAMP = '"extra":{"t":'
+STAMP = b'"extra":{"t":'
 
 
 class Deliveries:
@@ -24,14 +24,14 @@ class Deliveries:
         self.count = 0
         self.ages: list[float] = []
 
-    def on_note(self, data: str) -> None:
+    def on_note(self, data: bytes) -> None:
         if not self.counting:
             return
         i = data.find(STAMP)
         if i < 0:
             return
         start = i + len(STAMP)
-        sent = float(data[start : data.index("}", start)])
+        sent = float(data[start : data.index(b"}", start)])
         self.count += 1
         self.ages.append(time.time() - sent)
 
@@ -48,32 +48,30 @@ async def main(spec: dict[str, Any]) -> dict[str, Any]:
 async def cell(spec: dict[str, Any]) -> dict[str, float]:
     got = Deliveries()
     jobs, interval = spec["jobs"], spec["interval"]
-    async with session() as http:
-        url = ws_url(spec)
-        subs = await open_many(
-            http, url, spec["subscribers"], auth(spec), True, lambda _: got.on_note
-        )
-        if spec["stalled"]:
-            (stalled,) = await open_many(http, url, 1, auth(spec), True)
-            stalled.stall()
-            subs.append(stalled)
-        (driver,) = await open_many(http, url, 1, auth(spec))
-        # Enough reports that every job is still reporting when the count ends.
-        count = math.ceil((spec["warmup"] + spec["seconds"]) / interval) + 1
-        pulses = [
-            await driver.request("bench.pulse", count, interval, j * interval / jobs)
-            for j in range(jobs)
-        ]
-        await asyncio.sleep(spec["warmup"])
-        cpu = CpuWindow(spec.get("server_pid"))
-        got.counting = True
-        cpu.start()
-        await asyncio.sleep(spec["seconds"])
-        got.counting = False
-        cpu.stop()
-        # Hang up first: a server still flushing a backlog to them would delay the jobs.
-        await asyncio.gather(*(c.close() for c in subs))
-        await asyncio.wait_for(asyncio.gather(*pulses), count * interval + 60)
+    url = ws_url(spec)
+    subs = await open_many(url, spec["subscribers"], auth(spec), True, lambda _: got.on_note)
+    if spec["stalled"]:
+        (stalled,) = await open_many(url, 1, auth(spec), True)
+        stalled.stall()
+        subs.append(stalled)
+    (driver,) = await open_many(url, 1, auth(spec))
+    # Enough reports that every job is still reporting when the count ends.
+    count = math.ceil((spec["warmup"] + spec["seconds"]) / interval) + 1
+    pulses = [
+        await driver.request("bench.pulse", count, interval, j * interval / jobs)
+        for j in range(jobs)
+    ]
+    await asyncio.sleep(spec["warmup"])
+    cpu = CpuWindow(spec.get("server_pid"))
+    got.counting = True
+    cpu.start()
+    await asyncio.sleep(spec["seconds"])
+    got.counting = False
+    cpu.stop()
+    # Hang up first: a server still flushing a backlog to them would delay the jobs.
+    await close_all(subs)
+    await asyncio.wait_for(asyncio.gather(*pulses), count * interval + 60)
+    await driver.close()
     offered = jobs / interval * spec["subscribers"]
     rate = got.count / cpu.wall
     return {

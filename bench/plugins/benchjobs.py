@@ -1,4 +1,4 @@
-"""Jobs for the benchmarks (``--plugins-dir bench/plugins``): a no-op and a progress pulse."""
+"""Jobs for the benchmarks (``--plugins-dir bench/plugins``): no-ops and a progress pulse."""
 
 from __future__ import annotations
 
@@ -14,7 +14,15 @@ registry = Registry("bench", "Benchmark helpers")
 
 @registry.method(returns={"type": "null"}, job=JobOptions())
 async def noop(ctx: CallContext, job: Job) -> None:
-    """Do nothing: what is left is the cost of a persisted job."""
+    """Do nothing, without ever awaiting: such a job ends in the loop step it starts in,
+    which lets the server skip its RUNNING write and event."""
+
+
+@registry.method(returns={"type": "null"}, job=JobOptions())
+async def yield_once(ctx: CallContext, job: Job) -> None:
+    """Do nothing but await once, as any job that does real work does: what is left is the
+    cost of a persisted job (the headline of the jobs scenario)."""
+    await asyncio.sleep(0)
 
 
 @registry.method(
