@@ -48,10 +48,10 @@ def target_line(t: Target) -> str:
 
 def _miss(t: Target) -> str:
     """How far a short measurement is from its target, as a factor."""
-    m = margin(t)
-    if t.status != "short" or m is None or m <= 1 / CAP:
+    if t.status != "short" or t.value is None or math.isinf(t.value) or t.value <= 0:
         return ""
-    return f"  [{1 / m:.2g}x off]"
+    off = t.limit / t.value if t.op == ">=" else t.value / t.limit
+    return f"  [{number(off)}x off]"
 
 
 def targets_table(results: list[Result]) -> str:

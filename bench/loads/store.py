@@ -87,12 +87,15 @@ class Case:
         return took
 
     async def repeat(self, spec: dict[str, Any]) -> None:
-        """Warm up, then measure, each bounded by count and by time (at least ``least``)."""
+        """Warm up, then measure, each bounded by count and by time (at least ``least``).
+        A query slower than the whole budget is not warmed up: its first run counts."""
         start = time.perf_counter()
         for _ in range(spec["warmup"]):
-            if await self.once(False) > spec["seconds"] / 4 or self.error:
+            took = await self.once(False)
+            if took > spec["seconds"] and not self.error:
+                self.lat.append(took)
                 break
-            if time.perf_counter() - start > spec["seconds"] / 4:
+            if self.error or time.perf_counter() - start > spec["seconds"] / 4:
                 break
         start = time.perf_counter()
         while len(self.lat) < spec["count"]:
@@ -146,7 +149,8 @@ async def measured(
     pinger.start()
     await case.repeat(spec)
     pings = await pinger.stop()
-    growth = (peak_rss_bytes(pid) - base) / MIB if pid else 0.0
+    # Memory freed during the case is no growth.
+    growth = max(0, peak_rss_bytes(pid) - base) / MIB if pid else 0.0
     return {**case.metrics(), **pings, "rss_growth_mib": growth}
 
 

@@ -6,6 +6,7 @@ the server's start-up time."""
 
 from __future__ import annotations
 
+import math
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -214,7 +215,8 @@ def _targets(result: Result, largest: int) -> None:
 
 
 def _clean(result: Result, label: str, metric: str) -> float | None:
-    """The median, unless the query failed: a page of errors is not a fast query."""
+    """The median, unless the query failed: an error is no fast answer (shown as "error",
+    short of its target)."""
     if result.median(label, PROJECT, "errors"):
-        return None
+        return math.inf
     return result.median(label, PROJECT, metric)
