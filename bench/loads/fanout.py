@@ -1,5 +1,7 @@
 """Progress fan-out: S subscribers (and maybe one that never reads) while J jobs publish
-progress every ``interval``; counts what the reading subscribers get and how old it is."""
+progress every ``interval``; counts what the reading subscribers get of the events
+published in the window (by their stamp, however late they arrive within a grace period)
+and how old each was on arrival."""
 
 from __future__ import annotations
 
@@ -16,24 +18,30 @@ from bench.stats import percentile
 STAMP = b'"extra":{"t":'
 
 
+# Seconds after the window an event published in it may still arrive and count.
+GRACE = 2.0
+
+
 class Deliveries:
-    """What the subscribers received while counting: how many, and each event's age."""
+    """Events published between ``start`` and ``end`` that reached a subscriber: how many,
+    and each one's age on arrival. Counting by the publish stamp, not the arrival, keeps the
+    window's edges from favouring whoever delivers sooner or later."""
 
     def __init__(self) -> None:
-        self.counting = False
+        self.start = math.inf
+        self.end = math.inf
         self.count = 0
         self.ages: list[float] = []
 
     def on_note(self, data: bytes) -> None:
-        if not self.counting:
-            return
         i = data.find(STAMP)
         if i < 0:
             return
         start = i + len(STAMP)
         sent = float(data[start : data.index(b"}", start)])
-        self.count += 1
-        self.ages.append(time.time() - sent)
+        if self.start <= sent < self.end:
+            self.count += 1
+            self.ages.append(time.time() - sent)
 
 
 async def main(spec: dict[str, Any]) -> dict[str, Any]:
@@ -57,17 +65,20 @@ async def cell(spec: dict[str, Any]) -> dict[str, float]:
     (driver,) = await open_many(url, 1, auth(spec))
     # Enough reports that every job is still reporting when the count ends.
     count = math.ceil((spec["warmup"] + spec["seconds"]) / interval) + 1
+    # ... and through the grace period, so the load stays the same until counting ends.
+    count += math.ceil(min(GRACE, spec["seconds"]) / interval)
     pulses = [
         await driver.request("bench.pulse", count, interval, j * interval / jobs)
         for j in range(jobs)
     ]
     await asyncio.sleep(spec["warmup"])
     cpu = CpuWindow(spec.get("server_pid"))
-    got.counting = True
+    got.start = time.time()
     cpu.start()
     await asyncio.sleep(spec["seconds"])
-    got.counting = False
+    got.end = time.time()
     cpu.stop()
+    await asyncio.sleep(min(GRACE, spec["seconds"]))
     # Hang up first: a server still flushing a backlog to them would delay the jobs.
     await close_all(subs)
     await asyncio.wait_for(asyncio.gather(*pulses), count * interval + 60)

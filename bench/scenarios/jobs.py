@@ -41,8 +41,8 @@ def run(ctx: Context) -> Result:
         "producers: middlewared N calls in flight over ceil(N/32) connections (a job "
         "method's call is answered at its end); huey min(N, 4) threads, each with its own "
         "connection, keeping a window in flight and reading results with one peek_many a "
-        "sweep; arq N coroutines (result polls every max(0.5 ms, N/16,000 s)); rq N "
-        "threads blocking on their job's result",
+        "sweep; arq N coroutines, their results read by one sweeper with one MGET (0.2 ms "
+        "pause after an empty sweep); rq N threads blocking on their job's result",
         "durability: middlewared defaults (SQLite WAL, synchronous=FULL, group commit); "
         "huey SqliteHuey defaults (WAL, synchronous=FULL, a commit per operation), "
         "2 worker threads; arq 128 jobs at a time, rq SimpleWorker, both on Redis (memory)",
