@@ -39,7 +39,8 @@ def _grid(rows: list[list[str]]) -> list[str]:
 
 def target_text(t: Target) -> str:
     before = "" if t.before is None else f", before {number(t.before)}{t.unit}"
-    return f"{number(t.value)}{t.unit} (target {t.op} {number(t.limit)}{t.unit}{before})"
+    value = number(t.value) + ("" if t.value is not None and math.isinf(t.value) else t.unit)
+    return f"{value} (target {t.op} {number(t.limit)}{t.unit}{before})"
 
 
 def target_line(t: Target) -> str:

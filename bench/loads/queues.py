@@ -1,6 +1,6 @@
 """No-op jobs on the queue references, N in flight, each producer as concurrent as its
-library allows: huey (on SQLite) from threads that each keep a window of jobs in flight and
-read their results with one ``peek_many`` a sweep; arq (on Redis) from N coroutines whose
+library allows: huey (on SQLite) from a thread that keeps a window of N jobs in flight and
+reads their results with one ``peek_many`` a sweep; arq (on Redis) from N coroutines whose
 results one sweeper reads with one MGET; rq (on Redis) from N threads, each blocking on its
 job's result. A sweep that finds nothing pauses 0.2 ms."""
 
@@ -18,9 +18,10 @@ from bench.references.tasks import QUEUE, huey_app
 
 RQ_TASK = "bench.references.tasks.noop"
 TIMEOUT = 120
-# huey: producer threads at most (each with its own SQLite connection), and the pause
-# between result sweeps that found nothing.
-HUEY_THREADS = 4
+# huey: producer threads at most (each with its own SQLite connection). One keeps up: 2 and
+# 4 measured no faster and with 3-5 times the p99, contending for SQLite's write lock.
+# Then the pause between result sweeps that found nothing.
+HUEY_THREADS = 1
 SWEEP_PAUSE = 0.0002
 # Runs one closed-loop window of ``inflight`` jobs until ``deadline``; returns latencies.
 Level = Callable[[int, float], Awaitable[list[float]]]

@@ -36,9 +36,11 @@ async def yield_once(ctx: CallContext, job: Job) -> None:
 )
 async def pulse(ctx: CallContext, job: Job, count: int, interval: float, offset: float) -> int:
     """After ``offset`` seconds, report progress ``count`` times, ``interval`` apart; each
-    report carries its wall-clock time in ``extra.t`` so subscribers can age it."""
-    await asyncio.sleep(offset)
+    report carries its wall-clock time in ``extra.t`` so subscribers can age it. Reports are
+    due at fixed times (no drift), so every contender offers as many in a window."""
+    clock = asyncio.get_running_loop().time
+    start = clock() + offset
     for i in range(1, count + 1):
+        await asyncio.sleep(max(0.0, start + (i - 1) * interval - clock()))
         job.set_progress(100.0 * i / count, f"pulse {i} of {count}", {"t": time.time()})
-        await asyncio.sleep(interval)
     return count

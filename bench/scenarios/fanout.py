@@ -58,6 +58,9 @@ def run(ctx: Context) -> Result:
         "delivered share and event age are the price of that, shown beside deliveries/s",
         "event age: from the job's progress call (extra.t) to the subscriber's parse of the "
         "frame; client_busy is the subscribers' load process (picows), a core at most",
+        "deliveries count the events published in the window (by their stamp, arriving up "
+        "to 2 s after it); delivered_share is of the events published in the window that "
+        "reached any subscriber, and deliveries_per_s is that share of what was offered",
     )
     result.columns.insert(0, "offered_per_s")
 

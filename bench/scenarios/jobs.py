@@ -39,10 +39,11 @@ def run(ctx: Context) -> Result:
         "its RUNNING write and event); arq's no-op awaits once too, huey's and rq's are "
         "plain functions",
         "producers: middlewared N calls in flight over ceil(N/32) connections (a job "
-        "method's call is answered at its end); huey min(N, 4) threads, each with its own "
-        "connection, keeping a window in flight and reading results with one peek_many a "
-        "sweep; arq N coroutines, their results read by one sweeper with one MGET (0.2 ms "
-        "pause after an empty sweep); rq N threads blocking on their job's result",
+        "method's call is answered at its end); huey one thread keeping N in flight and "
+        "reading their results with one peek_many a sweep (2 or 4 threads were no faster, "
+        "with 3-5x the p99); arq N coroutines, their results read by one sweeper with "
+        "one MGET (0.2 ms pause after an empty sweep); rq N threads blocking on their job's "
+        "result",
         "durability: middlewared defaults (SQLite WAL, synchronous=FULL, group commit); "
         "huey SqliteHuey defaults (WAL, synchronous=FULL, a commit per operation), "
         "2 worker threads; arq 128 jobs at a time, rq SimpleWorker, both on Redis (memory)",
