@@ -153,14 +153,15 @@ def write_chart(results: list[Result], meta: dict[str, Any], path: Path) -> Path
     colors = ["#3a7d44" if v >= 1 else "#c0392b" for v in values]
     ax.barh(labels, values, color=colors)
     for y, (t, m) in enumerate(reversed(targets)):
-        ax.text(m * 1.08, y, target_text(t), va="center", fontsize=7)
         was = margin(Target(t.label, t.before, t.op, t.limit, t.unit))
         if was is not None:
             # The audit's figure on the same scale: where the bar started from.
             ax.plot([was], [y], marker="D", color="black", markersize=4)
+        ax.text(max(m, was or 0) * 1.15, y, target_text(t), va="center", fontsize=7)
     ax.axvline(1.0, color="black", linewidth=1)
     ax.set_xscale("log")
-    ax.set_xlim(1 / CAP, CAP * 12)
+    # Room left of 1/CAP, so a bar clamped there (an error, a miss past 100x) still shows.
+    ax.set_xlim(1 / CAP / 2, CAP * 12)
     ax.set_xlabel(
         "measured ÷ target (≥ 1 meets the target; log scale); ◆ the audit's figure (before)"
     )
