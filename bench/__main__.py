@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="bench-", dir=args.out))
     ctx = Context(args.out, scratch, args.smoke, runs, args.redis_url)
     started = time.perf_counter()
+    load_at_start = round(os.getloadavg()[0], 2)
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     results: list[Result] = []
     try:
@@ -121,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         "smoke": args.smoke,
         "runs": runs,
         "machine": machine(),
+        # Other engineers share the machine: a run is quiet only under 0.5.
+        "loadavg": {"start": load_at_start, "end": round(os.getloadavg()[0], 2)},
         "revision": revision(),
     }
     print(report.table(results, meta))

@@ -23,6 +23,8 @@ class Target:
     op: str  # ">=", "<=" or "<"
     limit: float
     unit: str = ""
+    # The same figure before this round of work (the audit's), where there is one.
+    before: float | None = None
 
     @property
     def status(self) -> str:
@@ -42,6 +44,7 @@ class Target:
             "op": self.op,
             "limit": self.limit,
             "unit": self.unit,
+            "before": _finite(self.before),
             "status": self.status,
         }
 
@@ -94,9 +97,15 @@ class Result:
         return ours / theirs
 
     def target(
-        self, label: str, value: float | None, op: str, limit: float, unit: str = ""
+        self,
+        label: str,
+        value: float | None,
+        op: str,
+        limit: float,
+        unit: str = "",
+        before: float | None = None,
     ) -> None:
-        self.targets.append(Target(label, value, op, limit, unit))
+        self.targets.append(Target(label, value, op, limit, unit, before))
 
     @property
     def failed(self) -> bool:

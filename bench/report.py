@@ -16,6 +16,8 @@ MARK = {"pass": "PASS", "short": "SHORT", "n/a": "n/a"}
 def number(value: float | None) -> str:
     if value is None or math.isnan(value):
         return "-"
+    if math.isinf(value):
+        return "error"  # a measurement that failed (a query answered with an error)
     if abs(value) >= 1000:
         return f"{value:,.0f}"
     if abs(value) >= 10:
@@ -36,11 +38,32 @@ def _grid(rows: list[list[str]]) -> list[str]:
 
 
 def target_text(t: Target) -> str:
-    return f"{number(t.value)}{t.unit} (target {t.op} {number(t.limit)}{t.unit})"
+    before = "" if t.before is None else f", before {number(t.before)}{t.unit}"
+    value = number(t.value) + ("" if t.value is not None and math.isinf(t.value) else t.unit)
+    return f"{value} (target {t.op} {number(t.limit)}{t.unit}{before})"
 
 
 def target_line(t: Target) -> str:
-    return f"  {MARK[t.status]:<5}  {t.label}: {target_text(t)}"
+    return f"  {MARK[t.status]:<5}  {t.label}: {target_text(t)}{_miss(t)}"
+
+
+def _miss(t: Target) -> str:
+    """How far a short measurement is from its target, as a factor."""
+    if t.status != "short" or t.value is None or math.isinf(t.value) or t.value <= 0:
+        return ""
+    off = t.limit / t.value if t.op == ">=" else t.value / t.limit
+    return f"  [{number(off)}x off]"
+
+
+def targets_table(results: list[Result]) -> str:
+    """Every target of a run, one line each: the summary docs/performance.md shows."""
+    lines = ["targets (measured; target; before = the audit's figure where there is one)"]
+    for r in results:
+        lines += [target_line(t) for t in r.targets]
+    passed = sum(t.status == "pass" for r in results for t in r.targets)
+    total = sum(t.status != "n/a" for r in results for t in r.targets)
+    lines.append(f"  {passed} of {total} measured targets met")
+    return "\n".join(lines)
 
 
 def scenario_table(r: Result, runs: int) -> str:
@@ -83,7 +106,11 @@ def table(results: list[Result], meta: dict[str, Any]) -> str:
         head += f"\ncommit {rev['commit']}" + (
             f" with uncommitted changes to {', '.join(dirty)}" if dirty else ""
         )
-    return "\n\n".join([head, *(scenario_table(r, meta["runs"]) for r in results)])
+    load = meta.get("loadavg")
+    if load:
+        head += f"\nload average (1 min) at start {load['start']}, at end {load['end']}"
+    scenarios = [scenario_table(r, meta["runs"]) for r in results]
+    return "\n\n".join([head, *scenarios, targets_table(results)])
 
 
 def as_json(results: list[Result], meta: dict[str, Any]) -> dict[str, Any]:
@@ -120,17 +147,24 @@ def write_chart(results: list[Result], meta: dict[str, Any], path: Path) -> Path
     targets = [(t, m) for r in results for t in r.targets if (m := margin(t)) is not None]
     if not targets:
         return None
-    fig, ax = plt.subplots(figsize=(9, 0.3 * len(targets) + 1.3), dpi=72)
+    fig, ax = plt.subplots(figsize=(10, 0.3 * len(targets) + 1.3), dpi=72)
     labels = [t.label for t, _ in reversed(targets)]
     values = [m for _, m in reversed(targets)]
     colors = ["#3a7d44" if v >= 1 else "#c0392b" for v in values]
     ax.barh(labels, values, color=colors)
     for y, (t, m) in enumerate(reversed(targets)):
-        ax.text(m * 1.08, y, target_text(t), va="center", fontsize=7)
+        was = margin(Target(t.label, t.before, t.op, t.limit, t.unit))
+        if was is not None:
+            # The audit's figure on the same scale: where the bar started from.
+            ax.plot([was], [y], marker="D", color="black", markersize=4)
+        ax.text(max(m, was or 0) * 1.15, y, target_text(t), va="center", fontsize=7)
     ax.axvline(1.0, color="black", linewidth=1)
     ax.set_xscale("log")
-    ax.set_xlim(1 / CAP, CAP * 12)
-    ax.set_xlabel("measured ÷ target (≥ 1 meets the target; log scale)")
+    # Room left of 1/CAP, so a bar clamped there (an error, a miss past 100x) still shows.
+    ax.set_xlim(1 / CAP / 2, CAP * 12)
+    ax.set_xlabel(
+        "measured ÷ target (≥ 1 meets the target; log scale); ◆ the audit's figure (before)"
+    )
     ax.tick_params(axis="y", labelsize=8)
     m = meta["machine"]
     ax.set_title(
@@ -154,16 +188,35 @@ def results_from_json(data: dict[str, Any]) -> list[Result]:
     for name, scenario in data["scenarios"].items():
         r = Result(name, scenario["title"])
         r.targets = [
-            Target(t["label"], t["value"], t["op"], t["limit"], t["unit"])
+            Target(
+                t["label"],
+                math.inf if t["value"] is None and t["status"] == "short" else t["value"],
+                t["op"],
+                t["limit"],
+                t["unit"],
+                t.get("before"),
+            )
             for t in scenario["targets"]
         ]
         results.append(r)
     return results
 
 
+def main(argv: list[str]) -> int:
+    """``python -m bench.report RESULTS.json [OUT.png]``: print the targets of a run
+    against their goals and the audit's figures, and redraw its chart (docs/performance.png)."""
+    if len(argv) not in (1, 2):
+        print("usage: python -m bench.report RESULTS.json [OUT.png]")
+        return 2
+    data = json.loads(Path(argv[0]).read_text())
+    results = results_from_json(data)
+    print(targets_table(results))
+    if len(argv) == 2:
+        print(f"chart: {write_chart(results, data['meta'], Path(argv[1]))}")
+    return 0
+
+
 if __name__ == "__main__":
-    # python -m bench.report RESULTS.json OUT.png: redraw a chart (docs/performance.png).
     import sys
 
-    data = json.loads(Path(sys.argv[1]).read_text())
-    print(write_chart(results_from_json(data), data["meta"], Path(sys.argv[2])))
+    sys.exit(main(sys.argv[1:]))

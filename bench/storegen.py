@@ -11,41 +11,29 @@ from typing import Any
 
 import orjson
 
-COLUMNS = (
-    "id",
-    "method",
-    "state",
-    "owner",
-    "description",
-    "time_started",
-    "time_finished",
-    "progress_percent",
-    "error",
-    "retry_on_restart",
-    "record",
-)
-METHODS = [
-    "filesystem.copy",
-    "filesystem.put",
-    "filesystem.get",
-    "config.save",
-    "pool.scrub",
-    "pool.resilver",
-    "replication.run",
-    "cloudsync.sync",
-    "snapshot.create",
-    "snapshot.prune",
-    "update.download",
-    "certificate.renew",
-    "smart.test",
-    "rsync.run",
-    "vm.start",
-    "app.upgrade",
-    "dataset.create",
-    "dataset.delete",
-    "share.reload",
-    "audit.export",
-]
+# Each method's progress wording; only audit.export's has an "x" in it (1 job in 20).
+METHODS = {
+    "filesystem.copy": "copying",
+    "filesystem.put": "uploading",
+    "filesystem.get": "downloading",
+    "config.save": "saving",
+    "pool.scrub": "scrubbing",
+    "pool.resilver": "resilvering",
+    "replication.run": "replicating",
+    "cloudsync.sync": "syncing",
+    "snapshot.create": "snapshotting",
+    "snapshot.prune": "pruning",
+    "update.download": "fetching",
+    "certificate.renew": "renewing",
+    "smart.test": "testing",
+    "rsync.run": "mirroring",
+    "vm.start": "starting",
+    "app.upgrade": "upgrading",
+    "dataset.create": "creating",
+    "dataset.delete": "deleting",
+    "share.reload": "reloading",
+    "audit.export": "exporting",
+}
 BATCH = 20_000
 DAY_MS = 86_400_000
 
@@ -70,7 +58,19 @@ def _state(i: int) -> str:
     return "ABORTED" if i % 100 == 1 else "SUCCESS"
 
 
-def _rows(first: int, count: int, shapes: dict[str, dict[str, Any]]) -> Iterator[tuple[Any, ...]]:
+def description(i: int) -> str:
+    """Job ``i``'s last progress words: its method's verb and a step, "exporting 7 of 1000"
+    (a field of the stored JSON record, not a column)."""
+    return f"{VERBS[i % len(VERBS)]} {i % 1000} of 1000"
+
+
+NAMES = list(METHODS)
+VERBS = list(METHODS.values())
+
+
+def _rows(
+    first: int, count: int, shapes: dict[str, dict[str, Any]], columns: list[str]
+) -> Iterator[tuple[Any, ...]]:
     now = int(time.time() * 1000)
     # Spread over the last six days, oldest first, as ids grow.
     step = 6 * DAY_MS / max(1, count)
@@ -82,7 +82,7 @@ def _rows(first: int, count: int, shapes: dict[str, dict[str, Any]]) -> Iterator
         record = dict(records["FAILED" if state == "ABORTED" else state])
         started = now - 6 * DAY_MS + int(i * step)
         finished = started + 5 + i % 2000
-        method = METHODS[i % len(METHODS)]
+        method = NAMES[i % len(NAMES)]
         record.update(
             id=job_id,
             method=method,
@@ -90,22 +90,23 @@ def _rows(first: int, count: int, shapes: dict[str, dict[str, Any]]) -> Iterator
             message_ids=[job_id],
             time_started={"$date": started},
             time_finished={"$date": finished},
+            progress={"percent": 100.0, "description": description(i), "extra": None},
         )
         if state == "ABORTED":
             record["error"] = "Job aborted"
-        yield (
-            job_id,
-            method,
-            state,
-            shape["owner"],
-            shape["description"],
-            started,
-            finished,
-            record["progress"]["percent"],
-            record["error"],
-            0,
-            orjson.dumps(record).decode(),
-        )
+        # Every other column as the server stored it for the template row.
+        row = {
+            **shape,
+            "id": job_id,
+            "method": method,
+            "state": state,
+            "time_started": started,
+            "time_finished": finished,
+            "progress_percent": 100.0,
+            "error": record["error"],
+            "record": orjson.dumps(record).decode(),
+        }
+        yield tuple(row[c] for c in columns)
 
 
 def generate(db: Path, count: int) -> float:
@@ -116,8 +117,11 @@ def generate(db: Path, count: int) -> float:
     try:
         conn.execute("PRAGMA synchronous=OFF")
         first = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM jobs").fetchone()[0]) + 1
-        sql = f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-        rows = _rows(first, count, shapes)
+        # The columns the server's schema has now (generated ones are not listed).
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(jobs)")]
+        names = ", ".join(f'"{c}"' for c in columns)
+        sql = f"INSERT INTO jobs ({names}) VALUES ({', '.join('?' * len(columns))})"
+        rows = _rows(first, count, shapes, columns)
         conn.execute("BEGIN")
         while batch := [row for _, row in zip(range(BATCH), rows, strict=False)]:
             conn.executemany(sql, batch)

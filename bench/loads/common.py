@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from bench.procstat import cpu_seconds
+from bench.stats import latency_ms
 
 Auth = dict[str, str]
 
@@ -54,3 +55,13 @@ class CpuWindow:
             "server_busy": self.server / self.wall if self.wall else 0.0,
             "client_busy": self.client / self.wall if self.wall else 0.0,
         }
+
+
+def level_metrics(lat: list[float], cpu: CpuWindow) -> dict[str, float]:
+    """Jobs completed in a closed-loop window: their rate, latency and the CPU per job."""
+    return {
+        "jobs": len(lat),
+        "jobs_per_s": len(lat) / cpu.wall if cpu.wall else 0.0,
+        **latency_ms(lat),
+        **cpu.per(len(lat)),
+    }

@@ -12,7 +12,7 @@ import aiohttp
 import orjson
 
 from bench.loads.common import CpuWindow, ws_url
-from bench.loads.wsrpc import Conn, open_many, session
+from bench.loads.fastws import Conn, close_all, open_many
 from bench.procstat import peak_rss_bytes, reset_peak, rss_bytes
 
 BOUNDARY = "benchboundary7MA4YWxkTrZu0gW"
@@ -69,6 +69,7 @@ class Transfer:
             "rss_growth_mib": growth,
             "rss_growth_mib_per_gib": growth / (self.size / 1024**3),
             "server_busy": self.cpu.server / self.cpu.wall,
+            "client_busy": self.cpu.client / self.cpu.wall,
             "server_cpu_s_per_gib": self.cpu.server / (self.size / 1024**3),
         }
 
@@ -116,12 +117,12 @@ async def main(spec: dict[str, Any]) -> dict[str, Any]:
     """spec: url, auth (None: the bare server), src, size, target, server_pid."""
     pid, size = spec["server_pid"], spec["size"]
     cases: dict[str, dict[str, float]] = {}
-    async with session() as http:
-        conn = None
-        if spec.get("auth"):
-            (conn,) = await open_many(http, ws_url(spec), 1, spec["auth"])
+    conns = await open_many(ws_url(spec), 1, spec["auth"]) if spec.get("auth") else []
+    conn = conns[0] if conns else None
+    async with aiohttp.ClientSession() as http:
         for name, step in (("upload", _upload), ("download", _download)):
             with Transfer(pid, size) as t:
                 extra = await step(http, spec, conn)
             cases[name] = {**t.metrics(), **extra}
+    await close_all(conns)
     return {"cases": cases}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from bench.optional import load
@@ -16,7 +17,9 @@ def noop() -> bool:
 
 
 async def arq_noop(ctx: dict[str, Any]) -> bool:
-    """arq's signature: a coroutine taking the worker context."""
+    """arq's signature: a coroutine taking the worker context. It awaits once, as
+    middlewared's ``bench.yield_once`` does."""
+    await asyncio.sleep(0)
     return True
 
 
