@@ -29,6 +29,7 @@ CORE_SERVICES = (
     "discover",
     "settings",
     "notifiers",
+    "triggers",
 )
 
 

@@ -122,7 +122,15 @@ class MemoryStore(Store):
         self._check_open()
         version = await asyncio.to_thread(validate_and_upgrade, src)
         tables = await asyncio.to_thread(read_snapshot, src)
-        for name in ("users", "api_keys", "meta", "settings", "triggers", "trigger_windows", "notifiers"):
+        for name in (
+            "users",
+            "api_keys",
+            "meta",
+            "settings",
+            "triggers",
+            "trigger_windows",
+            "notifiers",
+        ):
             key = _KEYS[name]
             self.tables[name] = {row[key]: row for row in tables[name]}
         for row in tables["trigger_fires"]:

@@ -229,6 +229,8 @@ class TriggerEngine:
                 continue
             if parent is not None and parent[0] == trigger_id:
                 continue  # never on what its own jobs did
+            if not self._may_see(trigger, event):
+                continue  # its owner could not have subscribed to this event
             depth = 0 if parent is None else parent[1] + 1
             if depth >= MAX_CHAIN:
                 log.warning(
@@ -246,6 +248,15 @@ class TriggerEngine:
                 "fields": event.fields,
             }
             await self._arrive(trigger, payload, depth)
+
+    def _may_see(self, trigger: Trigger, event: Event) -> bool:
+        """A trigger hears what its owner could hear on a subscription, no more."""
+        creds = self.app.directory.resolve(trigger.identity)
+        if creds is None or not self.app.collections.may_subscribe(event.collection, creds):
+            return False
+        if event.everyone or creds.full_admin:
+            return True
+        return self.app.visibility.job(creds, event.owner, event.method, event.owner_key)
 
     async def webhook(self, trigger: Trigger, request: dict[str, Any]) -> dict[str, Any]:
         """A verified webhook request: ``{"job_id"}`` or ``{"debounced", "fires_at"}``.
@@ -333,10 +344,7 @@ class TriggerEngine:
             return True
         if policy == "skip":
             return False
-        return not any(
-            job is not None and job.state is JobState.WAITING
-            for job in map(self.app.jobs.get_live, trigger.running)
-        )
+        return len(trigger.running) < 2  # the one that runs (or is about to), one waiting
 
     async def fire(
         self,
@@ -435,9 +443,16 @@ class TriggerEngine:
         names = trigger.data.get(
             "notify_on_success" if job.state is JobState.SUCCESS else "notify_on_failure"
         )
-        notify = getattr(self.app, "notify", None)
-        if names and notify is not None:
-            await notify(names, trigger=trigger, job=job)
+        if names:
+            notifiers = self.app.notifiers
+            record = job.record(admin=True)
+            self.app.notifiers.notify_soon(
+                names,
+                job=record,
+                counter=int(trigger.state.get("runs") or 0),
+                subject_name=trigger.data.get("description") or f"trigger {trigger.id}",
+                log_text=await notifiers.read_log(record.get("logs_path")),
+            )
 
     # -- control ------------------------------------------------------------------------
     async def add(self, trigger: Trigger) -> None:
@@ -522,6 +537,12 @@ class TriggerEngine:
                 COLLECTION, msg, trigger.id, fields, trigger.owner_id, owner_key=trigger.owner_key
             )
         )
+
+    async def drain(self) -> None:
+        """Return once every fire, window and state save started so far is done (tests;
+        shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

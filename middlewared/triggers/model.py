@@ -9,11 +9,10 @@ from typing import Any
 
 from middlewared import jsonc
 from middlewared.auth.credentials import CredentialKind, Identity
+from middlewared.triggers.schedule import TIME_TYPES as SCHEDULE_TYPES
 from middlewared.triggers.webhooks import WebhookAuth
 
-TIME_TYPES = frozenset(
-    {"@at", "@in", "@every", "@cron", "@hourly", "@daily", "@weekly", "@monthly", "@karajo"}
-)
+TIME_TYPES = frozenset(SCHEDULE_TYPES)
 ONCE_TYPES = frozenset({"@at", "@in"})
 TYPES = TIME_TYPES | {"@event", "@webhook", "@client"}
 

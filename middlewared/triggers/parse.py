@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from middlewared.errors import ValidationErrors
-from middlewared.triggers.durations import parse_duration
+from middlewared.triggers.durations import parse_debounce
 from middlewared.triggers.model import TIME_TYPES, Trigger
 from middlewared.triggers.rules import parse_rules
 from middlewared.triggers.schedule import parse_schedule
@@ -34,11 +34,9 @@ def derive(trigger: Trigger, allow_unsigned_webhooks: bool) -> None:
         trigger.auth = parse_auth(data.get("auth"), allow_unsigned_webhooks)
     elif data.get("auth") is not None:
         raise _bad("auth", "only @webhook triggers have an auth")
-    debounce = data.get("debounce")
-    if debounce is not None:
-        if kind not in ("@event", "@webhook"):
-            raise _bad("debounce", "only @event and @webhook triggers can be debounced")
-        trigger.debounce = parse_duration(debounce)
+    if data.get("debounce") is not None and kind not in ("@event", "@webhook"):
+        raise _bad("debounce", "only @event and @webhook triggers can be debounced")
+    trigger.debounce = parse_debounce(data.get("debounce"))
 
 
 def _bad(field: str, message: str) -> ValidationErrors:

@@ -76,7 +76,13 @@ async def test_open_creates_the_schema_once(db: Path) -> None:
     assert versions == [(v,) for v, _ in migrations()]
     assert versions[-1] == (SCHEMA_VERSION,)
     counters = read_file(db, "SELECT name, value FROM counters ORDER BY name")
-    assert counters == [("api_keys", 0), ("jobs", 0), ("notifiers", 0), ("triggers", 0), ("users", 0)]
+    assert counters == [
+        ("api_keys", 0),
+        ("jobs", 0),
+        ("notifiers", 0),
+        ("triggers", 0),
+        ("users", 0),
+    ]
 
 
 async def test_a_newer_schema_is_refused(db: Path) -> None:
