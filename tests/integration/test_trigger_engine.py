@@ -39,7 +39,7 @@ class Bench:
 
 def make_registry(bench: Bench) -> Registry:
     reg = Registry("t")
-    anything = {}
+    anything: dict[str, Any] = {}
 
     @reg.method(params=[Param("tag", {"type": "string"})], job=JobOptions())
     async def run(ctx: CallContext, job: Job, tag: str) -> str:
@@ -183,7 +183,7 @@ async def test_in_fires_once_then_the_trigger_is_gone(world: World) -> None:
 
 
 async def test_bad_triggers_are_refused_at_create_naming_the_field(world: World) -> None:
-    cases = [
+    cases: list[tuple[dict[str, Any], str, str]] = [
         ({"type": "@cron", "arguments": "0 0 32 * *"}, "arguments", "day of month"),
         ({"type": "@cron", "arguments": "* * * * * * *"}, "arguments", "fields"),
         ({"type": "@every", "arguments": "0s"}, "arguments", ""),
@@ -206,10 +206,10 @@ async def test_bad_triggers_are_refused_at_create_naming_the_field(world: World)
             "16",
         ),
     ]
-    for data, field_name, words in cases:
-        data = {"method": "t.run", "params": ["x"], **data}
+    for given, field_name, words in cases:
+        data: dict[str, Any] = {"method": "t.run", "params": ["x"], **given}
         with pytest.raises(ValidationErrors) as refused:
-            await world.create(**data)
+            await world.create(None, **data)
         fields = [f for f, _, _ in refused.value.errors]
         assert any(f.startswith(field_name) for f in fields), (data, refused.value.errors)
         assert words.lower() in refused.value.reason.lower(), (data, refused.value.reason)
