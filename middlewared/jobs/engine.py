@@ -139,7 +139,13 @@ class JobEngine:
         merge = extra_ops is None
         target = self.queue.merge_target(job, options.lock_queue_size) if merge else None
         if target is not None:
-            await target.persisted
+            # Counted at once: calls merging into a job not stored yet see each other, so
+            # the bound on merged calls holds.
+            target.pending_merges += 1
+            try:
+                await target.persisted
+            finally:
+                target.pending_merges -= 1
             if message_id is not None:
                 target.message_ids.append(message_id)
                 # Merges are not stored one by one: the record carries them at its next

@@ -95,6 +95,8 @@ class Job:
         # When a retry may start (ms since the epoch), None: at once.
         self.run_after: int | None = None
         self.message_ids: list[Any] = [] if message_id is None else [message_id]
+        # Calls being merged into this job while its insert is not yet durable.
+        self.pending_merges = 0
         self.lock_key = lock_key
         self.description = description
         self.state = JobState.WAITING

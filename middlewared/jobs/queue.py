@@ -72,7 +72,7 @@ class LocalQueue:
         same = _merge_key(job)
         for waiting in reversed(self.locks.waiting(key)):
             if not waiting.ended and _merge_key(waiting) == same:
-                if len(waiting.message_ids) >= MAX_MERGED_CALLS:
+                if len(waiting.message_ids) + waiting.pending_merges >= MAX_MERGED_CALLS:
                     break
                 return waiting
         raise Busy(

@@ -29,6 +29,9 @@ async def _login(
     """One login attempt: counted against the throttle before anything is checked (so
     attempts made at once cannot all be checked), taken back when it succeeds."""
     app = app_of(ctx)
+    # A login needs a connection to log in: refused before anything is counted or checked
+    # (through core.bulk it would be a password oracle outside the per-address throttle).
+    session(ctx)
     remote = _remote(ctx)
     ticket = app.throttle.begin(remote)
     identity = await check()

@@ -2496,13 +2496,6 @@ def check_merges(
         assert len(record["message_ids"]) <= MAX_MERGED_CALLS, record
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: the merge bound is checked before the calls merged into a job not yet "
-    "stored are counted (jobs/queue.py merge_target reads len(message_ids); engine.submit "
-    "appends only after `await target.persisted`): one batch of 150 identical calls puts "
-    "150 message ids on one job",
-)
 def test_merges_into_a_job_not_yet_stored_are_bounded(
     make_server: Callable[..., ServerProc],
 ) -> None:
@@ -2963,14 +2956,6 @@ def login_spread(
             w.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: auth.login through core.bulk checks the password although the bulk "
-    "call has no connection to log in (services/auth.py _login: session(ctx) is reached "
-    "only after check()): a wrong password gets false, the right one 'This method needs a "
-    "connection', and the attempts are throttled under the address 'internal' shared by "
-    "every bulk caller, not under the caller's own",
-)
 def test_bulk_is_no_password_oracle(make_server: Callable[..., ServerProc]) -> None:
     srv = make_server()
     ctl = Wire(srv.ws_url, ("root", srv.password))

@@ -227,3 +227,9 @@ async def late_reader(ctx: CallContext, job: Job, gate: str) -> int:
         async for chunk in f.chunks():
             total += len(chunk)
     return total
+
+
+@registry.method(params=[Param("value", {}, required=False)], job=JobOptions())
+async def echo_job(ctx: CallContext, job: Job, value: Any) -> Any:
+    """A job returning the value given (a trigger with pass_event gives its events)."""
+    return value
