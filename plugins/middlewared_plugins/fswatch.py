@@ -38,6 +38,7 @@ from middlewared.lograte import RateLimitedLog
 from .fileevents import FileEvents, hub_for
 from .settle import Change
 from .tempfiles import is_temp
+from .watchbound import bound_watchdog
 
 log = logging.getLogger(__name__)
 _trouble = RateLimitedLog(log)
@@ -216,6 +217,7 @@ def status(app: Any) -> dict[str, Any]:
 async def watching(app: Any) -> AsyncIterator[None]:
     """Watch the server's roots while the server runs."""
     await asyncio.to_thread(mimetypes.init)  # once, before threads guess types
+    bound_watchdog()
     watcher = Watcher(app, hub_for(app), app.config.roots)
     _watchers[app] = watcher
     await watcher.start()
