@@ -43,6 +43,13 @@ def parser() -> argparse.ArgumentParser:
         help="Redis for the arq and rq references; the bench empties this database",
     )
     p.add_argument("--keep-scratch", action="store_true", help="keep data dirs and logs")
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="another checkout with its own .venv (say, the commit before a change): its "
+        "server runs beside this one in the rpc and jobs scenarios, same run, same load",
+    )
     return p
 
 
@@ -92,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = args.runs or (1 if args.smoke else 3)
     args.out.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="bench-", dir=args.out))
-    ctx = Context(args.out, scratch, args.smoke, runs, args.redis_url)
+    ctx = Context(args.out, scratch, args.smoke, runs, args.redis_url, args.baseline)
     started = time.perf_counter()
     load_at_start = round(os.getloadavg()[0], 2)
     started_at = datetime.now(UTC).isoformat(timespec="seconds")

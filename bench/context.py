@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,7 +14,8 @@ from bench.procs import ROOT, Proc, run_load, spawn
 
 PASSWORD = "bench-root-password"
 AUTH = {"user": "root", "password": PASSWORD}
-PLUGIN_DIRS = (ROOT / "tests" / "plugins", ROOT / "bench" / "plugins")
+# The bench plugin only: a test plugin's event listener would be measured with the server.
+PLUGIN_DIRS = (ROOT / "bench" / "plugins",)
 
 
 @dataclass
@@ -23,6 +25,8 @@ class Context:
     smoke: bool
     runs: int
     redis_url: str
+    # Another checkout (with its own .venv) whose server runs beside this one: before/after.
+    baseline: Path | None = None
     _count: int = field(default=0)
 
     def data_dir(self, name: str) -> Path:
@@ -40,16 +44,40 @@ class Context:
         extra: Sequence[str] = (),
         raise_nofile: bool = False,
         timeout: float = 120.0,
+        tree: Path | None = None,
     ) -> Proc:
-        """The server on a free port with the bench and test plugins; ``raise_nofile`` starts
-        it through a wrapper that lifts its open-file limit to the hard maximum."""
+        """The server on a free port with the bench plugin; ``raise_nofile`` starts
+        it through a wrapper that lifts its open-file limit to the hard maximum. ``tree``: run
+        that checkout's server (its own .venv, imported from its folder) with this checkout's
+        bench plugin, so both run the same jobs."""
         entry = ["-m", "bench.serverwrap"] if raise_nofile else ["-m", "middlewared"]
-        argv = [sys.executable, *entry, "--host", "127.0.0.1", "--port", "0"]
+        python = str(tree / ".venv" / "bin" / "python") if tree else sys.executable
+        argv = [python, *entry, "--host", "127.0.0.1", "--port", "0"]
         argv += ["--data-dir", str(data_dir), "--fs-root", str(data_dir / "files")]
         for folder in PLUGIN_DIRS:
             argv += ["--plugins-dir", str(folder)]
         env = {"MIDDLEWARED_ROOT_PASSWORD": PASSWORD}
-        return spawn("middlewared", [*argv, *extra], self._log("middlewared"), env, timeout)
+        if tree:
+            env["PYTHONPATH"] = str(tree)
+        name = "baseline" if tree else "middlewared"
+        log = self._log(name)
+        return spawn(name, [*argv, *extra], log, env, timeout, cwd=tree or ROOT)
+
+    def baseline_name(self) -> str:
+        """How the baseline's figures are labelled: its commit, else its folder."""
+        assert self.baseline is not None
+        try:
+            rev = subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"],
+                cwd=self.baseline,
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            rev = self.baseline.name
+        return f"middlewared at {rev} (baseline)"
 
     def reference(self, module: str, args: Sequence[str] = ()) -> Proc:
         """``python -m bench.references.MODULE --port 0 ARGS``."""

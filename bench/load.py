@@ -11,7 +11,7 @@ from typing import Any
 from bench import loop
 from bench.procstat import raise_nofile
 
-KINDS = ("rpc", "jobs", "queues", "fanout", "files", "idle", "store")
+KINDS = ("rpc", "jobs", "queues", "fanout", "files", "idle", "store", "commands", "triggers")
 
 
 def main(argv: list[str]) -> int:

@@ -67,8 +67,10 @@ def spawn(
     log_path: Path,
     env: dict[str, str] | None = None,
     timeout: float = 60.0,
+    cwd: Path = ROOT,
 ) -> Proc:
-    """Start ``argv`` with its output in ``log_path``; return once it printed it is ready."""
+    """Start ``argv`` in ``cwd`` with its output in ``log_path``; return once it printed it is
+    ready."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, "PYTHONPATH": _pythonpath(), **(env or {})}
     started = time.perf_counter()
@@ -79,7 +81,7 @@ def spawn(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=full_env,
-            cwd=ROOT,
+            cwd=cwd,
             start_new_session=True,
         )
     proc = Proc(name, popen, log_path)

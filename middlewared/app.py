@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from middlewared import datadir
+from middlewared import configfile, datadir
 from middlewared.auth.credentials import Credentials
 from middlewared.auth.directory import Directory
 from middlewared.auth.passwords import HashPool, generate_password
@@ -19,6 +19,7 @@ from middlewared.auth.ratelimit import LoginThrottler
 from middlewared.auth.tokens import TokenStore
 from middlewared.auth.visibility import Visibility
 from middlewared.calls import Calls, Methods
+from middlewared.commands.manager import CommandManager
 from middlewared.config import ServerConfig
 from middlewared.context import CallContext
 from middlewared.errors import PermissionDenied
@@ -72,6 +73,7 @@ class Middleware:
             self.job_files,
             self._invoke_job,
             max_result_bytes=config.limits.max_result_bytes,
+            max_log_bytes=config.commands.max_job_log,
         )
         self.calls = Calls(self, self.methods, self.jobs, config.limits.max_live_jobs_per_user)
         self.transfers = Transfers(config, self.jobs)
@@ -80,6 +82,9 @@ class Middleware:
         self.notifiers = Notifiers(self.store, lambda: self.get_settings("mail"), config.notify)
         self.plugins = PluginLoader(self)
         self.triggers = TriggerEngine(self)
+        self.commands = CommandManager(self)
+        # The port really listened on (``--port 0`` picks one), set once the socket is bound.
+        self.port = config.port
         self.registries: list[Registry] = []
         self.routes: list[Route] = []
         self.sessions: set[Session] = set()
@@ -87,6 +92,9 @@ class Middleware:
         self._lock = datadir.DataDirLock(config.data_dir)
         self._lifespans = contextlib.AsyncExitStack()
         self._retention_task: asyncio.Task[None] | None = None
+        # One SIGHUP reload at a time.
+        self._reloading = asyncio.Lock()
+        self._listeners_started = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self.directory.on_change(self._credentials_changed)
         self.collections.add(Collection(COLLECTION, "Jobs: added, changed, removed", True))
@@ -117,7 +125,15 @@ class Middleware:
         try:
             await self._start()
         except BaseException:
+            # A start refused late (a bad [[trigger]] table) leaves nothing running: the
+            # jobs recovery relaunched end (aborted, stored) before the store closes.
+            with contextlib.suppress(Exception):
+                await self.triggers.stop()
+            with contextlib.suppress(Exception):
+                await self.jobs.shutdown(0)
             await self._lifespans.aclose()
+            with contextlib.suppress(Exception):
+                await self.store.close()
             self._lock.release()
             raise
 
@@ -141,12 +157,45 @@ class Middleware:
                 await self._lifespans.enter_async_context(lifespan(self))
         for listener in self.bus.listeners:
             listener.start()
+        # From now on a listener added (the trigger engine's, when it loads an @event
+        # trigger) starts at once.
+        self._listeners_started = True
         count = await recover(self.jobs, self.methods.lookup, self.directory.resolve)
         if count:
             log.warning("%d jobs were pending when the server last stopped", count)
         await self.triggers.start()
+        if config.config_file is not None:
+            await self._declare(await asyncio.to_thread(_read_config, config.config_file))
         # Retention runs beside serving, its first pass at once: start-up does not wait for it.
         self._retention_task = asyncio.create_task(self._retention_loop(), name="retention")
+
+    async def reload_config(self) -> None:
+        """SIGHUP: the --config file's [[trigger]] tables again (its options take effect at
+        the next start). A bad file is logged with its line and changes nothing."""
+        path = self.config.config_file
+        if path is None:
+            log.warning("SIGHUP: nothing to reload (the server was started without --config)")
+            return
+        try:
+            async with self._reloading:
+                await self._declare(await asyncio.to_thread(_read_config, path))
+        except configfile.ConfigError as e:
+            log.error("configuration not reloaded, the triggers loaded before stay: %s", e)
+        except Exception:
+            log.exception("configuration reload failed part way")
+
+    async def _declare(self, file: configfile.ConfigFile) -> None:
+        from middlewared.services.declared import declare
+
+        done = await declare(self, file)
+        log.info(
+            "%s: %d triggers declared (created: %s; changed: %s; deleted: %s)",
+            file.path,
+            len(file.triggers),
+            ", ".join(done.created) or "none",
+            ", ".join(done.changed) or "none",
+            ", ".join(done.deleted) or "none",
+        )
 
     async def stop(self) -> None:
         if self._retention_task is not None:
@@ -194,6 +243,25 @@ class Middleware:
         if self._retention_task is not None:
             self._background(self.triggers.check_owners())
 
+    def end_grant(self, grant: str) -> None:
+        """A grant closed (a command run ended): the sessions and tokens standing on it end
+        now; nothing else changes."""
+        self.directory.grants.close(grant)
+        self.tokens.revoke_unresolvable(self.directory.resolve)
+        for session in list(self.sessions):
+            identity = session.identity
+            if identity is not None and identity.grant == grant:
+                session.refresh()
+
+    @property
+    def ws_url(self) -> str:
+        """Where a local client reaches the API (what commands get as MIDDLEWARED_URL)."""
+        host = self.config.host
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+        if ":" in host:
+            host = f"[{host}]"
+        return f"ws://{host}:{self.port}/api/current"
+
     def _background(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
@@ -212,9 +280,9 @@ class Middleware:
             self.bus.publish(event)
 
     def listen(self, listener: Listener) -> Listener:
-        """Add a first-class listener (started now if the server runs, else at start)."""
+        """Add a first-class listener (started now if the listeners run, else at start)."""
         self.bus.add_listener(listener)
-        if self._retention_task is not None:
+        if self._listeners_started:
             listener.start()
         return listener
 
@@ -272,11 +340,19 @@ class Middleware:
     async def restore(self, src: Path) -> int:
         """Validate the snapshot at ``src`` (a private copy), then take its users, API keys
         and settings; jobs here are kept. Returns the snapshot's schema version."""
-        version = await self.store.restore(src)
-        await self.directory.load()
-        await self.settings.load()
-        await self.job_store.load_counter()
+        # No trigger fires or saves its state while the store's triggers are replaced.
+        await self.triggers.stop()
+        try:
+            version = await self.store.restore(src)
+            await self.directory.load()
+            await self.settings.load()
+            await self.job_store.load_counter()
+        finally:
+            await self.triggers.reload()
         log.warning("configuration restored from a snapshot (schema %d)", version)
+        if self.config.config_file is not None:
+            # The file's [[trigger]] tables win over the snapshot's declared triggers.
+            await self.reload_config()
         return version
 
     # -- calls --------------------------------------------------------------------------
@@ -306,6 +382,13 @@ class Middleware:
 
     def session_count(self) -> int:
         return len(self.sessions)
+
+
+def _read_config(path: Path) -> configfile.ConfigFile:
+    """The file checked against the command line's options (a typo is reported at once)."""
+    from middlewared.cli import parser
+
+    return configfile.read(path, parser())
 
 
 def _remove_files(files: JobFiles, expired: list[Purged]) -> None:

@@ -22,7 +22,7 @@ from middlewared.errors import (
 )
 from middlewared.jobs.pipes import Pipes
 from middlewared.registry import Access, MethodSpec
-from middlewared.rpc.schema import ParamsBinder, redact
+from middlewared.rpc.schema import ParamsBinder
 
 if TYPE_CHECKING:
     from middlewared.context import ServerApi, SessionApi
@@ -201,7 +201,7 @@ class Calls:
             job = await self.engine.submit(
                 spec,
                 args,
-                redact(args, spec.params),
+                mounted.binder.redact(args),
                 creds,
                 message_id,
                 pipes,

@@ -10,8 +10,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from middlewared import __version__
+from middlewared import __version__, configfile
 from middlewared.config import (
+    CommandLimits,
     ConnectionLimits,
     Limits,
     LoginThrottle,
@@ -32,6 +33,14 @@ DEFAULT_DATA_DIR = os.environ.get("MIDDLEWARED_DATA_DIR", "./data")
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="middlewared", description=__doc__)
     p.add_argument("--version", action="version", version=f"middlewared {__version__}")
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="a TOML file: any option below as a top-level key (the command line wins), and "
+        "[[trigger]] tables, loaded at start and again on SIGHUP",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=6000, help="port (0: any free port)")
     p.add_argument(
@@ -62,6 +71,13 @@ def parser() -> argparse.ArgumentParser:
         "<data-dir>/middlewared.db) or memory:// (nothing survives a restart)",
     )
     p.add_argument("--log-level", default="INFO")
+    p.add_argument(
+        "--event-loop",
+        choices=["auto", "uvloop", "asyncio"],
+        default="auto",
+        help="auto: uvloop where it is installed (a dependency on Linux and macOS), else "
+        "asyncio's own loop",
+    )
     p.add_argument(
         "--durability",
         choices=["full", "normal"],
@@ -181,7 +197,39 @@ def parser() -> argparse.ArgumentParser:
     _query_options(p)
     _trigger_options(p)
     _notify_options(p)
+    _command_options(p)
     return p
+
+
+def _command_options(p: argparse.ArgumentParser) -> None:
+    c = CommandLimits
+    p.add_argument(
+        "--max-running-commands",
+        type=_positive(int),
+        default=c.max_running,
+        help="command runs at once, across all commands; more wait their turn "
+        "(karajo's max_job_running; default %(default)s)",
+    )
+    p.add_argument(
+        "--max-job-log",
+        type=_positive(int),
+        default=c.max_job_log,
+        help="bytes a job's log may hold (a command's output included); past it the log "
+        "says it was cut and the rest is dropped (default %(default)s)",
+    )
+    p.add_argument(
+        "--command-kill-grace",
+        type=_positive(float),
+        default=c.kill_grace_seconds,
+        help="seconds between SIGTERM and SIGKILL to a command's process group on abort, "
+        "timeout or shutdown (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-commands",
+        type=_positive(int),
+        default=c.max_commands,
+        help="commands that may exist; command.create past it: EBUSY (default %(default)s)",
+    )
 
 
 def _trigger_options(p: argparse.ArgumentParser) -> None:
@@ -391,11 +439,41 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             max_notifiers=args.max_notifiers,
             max_log_bytes=args.notify_max_log,
         ),
+        config_file=args.config.resolve() if args.config is not None else None,
+        commands=CommandLimits(
+            max_running=args.max_running_commands,
+            max_job_log=args.max_job_log,
+            kill_grace_seconds=args.command_kill_grace,
+            max_commands=args.max_commands,
+        ),
     )
 
 
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, over the --config file's options (ConfigError if it is bad)."""
+    p = parser()
+    known, _ = p.parse_known_args(argv)
+    if known.config is None:
+        return p.parse_args(argv)
+    options = configfile.read(known.config, p).options
+    appended = {a.dest for a in p._actions if isinstance(a, argparse._AppendAction)}
+    # The file's values become the defaults, so that anything given on the command line
+    # wins, even a value equal to the default; a repeatable option given there replaces
+    # the file's list.
+    p.set_defaults(**{k: v for k, v in options.items() if k not in appended})
+    args = p.parse_args(argv)
+    for dest in appended & options.keys():
+        if not getattr(args, dest):
+            setattr(args, dest, options[dest])
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parse(argv)
+    except configfile.ConfigError as e:
+        print(f"middlewared: {e}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -406,20 +484,24 @@ def main(argv: list[str] | None = None) -> int:
     from middlewared.http.server import serve
 
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=_loop_factory(args.event_loop)) as runner:
             runner.run(serve(Middleware(config)))
-    except (OSError, MiddlewareError) as e:
+    except (OSError, MiddlewareError, configfile.ConfigError) as e:
         # Store backends turn their own errors into MiddlewareErrors with the errno.
         print(f"middlewared: {e}", file=sys.stderr)
         return 1
     return 0
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop when installed (the ``fast`` extra), else asyncio's own loop."""
+def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed and not declined, else asyncio's own loop."""
+    if choice == "asyncio":
+        return None
     try:
         import uvloop
     except ImportError:
+        if choice == "uvloop":
+            raise SystemExit("middlewared: --event-loop uvloop: uvloop is not installed") from None
         return None
     factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
     return factory

@@ -138,6 +138,22 @@ class NotifyLimits:
 
 
 @dataclass(frozen=True)
+class CommandLimits:
+    """Commands: what running the user's own programs may cost."""
+
+    # Runs at once across all commands (karajo's max_job_running); more wait their turn.
+    max_running: int = 1
+    # Bytes a job's log may hold (every job's, a command's output included); past it the
+    # log says it was cut and the rest is dropped.
+    max_job_log: int = 64 * 1024 * 1024
+    # Seconds between SIGTERM and SIGKILL to a command's process group (abort, timeout,
+    # shutdown, leftovers of a line that exited).
+    kill_grace_seconds: float = 5.0
+    # Commands that may exist (command.create past it: EBUSY).
+    max_commands: int = 1000
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 6000
@@ -153,10 +169,13 @@ class ServerConfig:
     triggers: TriggerLimits = field(default_factory=TriggerLimits)
     query: QueryLimits = field(default_factory=QueryLimits)
     notify: NotifyLimits = field(default_factory=NotifyLimits)
+    commands: CommandLimits = field(default_factory=CommandLimits)
     # "full": fsync each group commit (survives power loss); "normal": survives a crash.
     durability: str = "full"
     # Seconds given to running jobs to end on SIGTERM before they are aborted.
     shutdown_grace_seconds: float = 10.0
+    # --config FILE: its [[trigger]] tables are loaded at start and on SIGHUP.
+    config_file: Path | None = None
 
     # Where the store lives: sqlite:///path (default: <data-dir>/middlewared.db),
     # memory:// (nothing kept: tests and trials).
@@ -173,6 +192,11 @@ class ServerConfig:
     @property
     def logs_dir(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def commands_dir(self) -> Path:
+        """Each command's working directory: ``<data-dir>/commands/<name>/``."""
+        return self.data_dir / "commands"
 
     @property
     def spool_dir(self) -> Path:

@@ -30,6 +30,9 @@ CORE_SERVICES = (
     "settings",
     "notifiers",
     "triggers",
+    "commands",
+    "http_jobs",
+    "cronjobs",
 )
 
 

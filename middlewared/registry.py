@@ -49,6 +49,14 @@ class Param:
     default: Any = None
     secret: bool = False
     description: str = ""
+    # What job records show of the value, when only parts of it are secret (secret=True
+    # hides all of it).
+    redact: Callable[[Any], Any] | None = None
+
+    @property
+    def hidden(self) -> bool:
+        """Whether job records show the value otherwise than as given."""
+        return self.secret or self.redact is not None
 
 
 @dataclass(frozen=True)
@@ -111,8 +119,9 @@ class MethodSpec:
     trusted: bool = False
 
     @property
-    def secret_params(self) -> frozenset[int]:
-        return frozenset(i for i, p in enumerate(self.params) if p.secret)
+    def hidden_params(self) -> frozenset[int]:
+        """Params a job's record does not show as given (secret, or partly redacted)."""
+        return frozenset(i for i, p in enumerate(self.params) if p.hidden)
 
     @property
     def namespace(self) -> str:

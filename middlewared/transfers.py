@@ -148,6 +148,8 @@ class Transfers:
     def start(self, dl: Download) -> None:
         """An unbuffered download began: the deadline no longer applies."""
         dl.started = True
+        if dl.pipe is not None:
+            dl.pipe.reader_attached.set()
         if dl.timer is not None and not dl.buffered and dl.path is None:
             dl.timer.cancel()
             dl.timer = None

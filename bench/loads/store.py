@@ -165,7 +165,7 @@ async def main(spec: dict[str, Any]) -> dict[str, Any]:
     for _ in range(spec.get("seed", 0)):
         await conn.call("bench.noop")
         with contextlib.suppress(RpcError):
-            await conn.call("test.fail", "seeded failure")
+            await conn.call("bench.fail", "seeded failure")
     pid = spec.get("server_pid")
     pinger = Pinger(other, spec.get("ping_interval", 0.005))
     if spec["queries"]:

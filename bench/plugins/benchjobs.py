@@ -1,21 +1,45 @@
-"""Jobs for the benchmarks (``--plugins-dir bench/plugins``): no-ops and a progress pulse."""
+"""What the benchmarks call (``--plugins-dir bench/plugins``, the only plugin dir they load,
+so no test plugin's listener runs beside them): an echo, no-op jobs, a failing job and a
+progress pulse, and a no-op that says when it ran (the triggers scenario)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from middlewared.context import CallContext
+from middlewared.errors import CallError
 from middlewared.jobs.job import Job
 from middlewared.registry import JobOptions, Param, Registry
 
 registry = Registry("bench", "Benchmark helpers")
 
 
+@registry.method(params=[Param("value", {})])
+async def echo(ctx: CallContext, value: Any) -> Any:
+    """Return the value given (the RPC scenario's echo)."""
+    return value
+
+
+@registry.method(params=[Param("message", {"type": "string"})], job=JobOptions())
+async def fail(ctx: CallContext, job: Job, message: str) -> None:
+    """Fail with CallError(message) (failed jobs in the store scenario)."""
+    raise CallError(message)
+
+
 @registry.method(returns={"type": "null"}, job=JobOptions())
 async def noop(ctx: CallContext, job: Job) -> None:
     """Do nothing, without ever awaiting: such a job ends in the loop step it starts in,
     which lets the server skip its RUNNING write and event."""
+
+
+@registry.method(returns={"type": "number"}, job=JobOptions())
+async def stamp(ctx: CallContext, job: Job) -> float:
+    """Do nothing but read the clock: the wall-clock time (Unix seconds) the job's code ran
+    at, so that a trigger's fire can be aged from its due time to its job's start. Never
+    awaits, as ``bench.noop``."""
+    return time.time()
 
 
 @registry.method(returns={"type": "null"}, job=JobOptions())

@@ -1,4 +1,4 @@
-"""jsonrpcserver's dispatcher behind an aiohttp WebSocket: ``core.ping`` and ``test.echo``."""
+"""jsonrpcserver's dispatcher behind an aiohttp WebSocket: ``core.ping`` and ``bench.echo``."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def app() -> web.Application:
     async def echo(value: Any) -> Any:
         return rpc.Success(value)
 
-    methods = {"core.ping": ping, "test.echo": echo}
+    methods = {"core.ping": ping, "bench.echo": echo}
 
     async def handler(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(max_msg_size=16 * 1024 * 1024, compress=False)

@@ -59,3 +59,30 @@ def _once(result: Result, c: Contender) -> Cases | None:
     finally:
         if proc is not None:
             proc.stop()
+
+
+def with_baseline(ctx: Context, contenders: list[Contender], data: str) -> list[Contender]:
+    """``contenders`` with the baseline checkout's server right after this one's (the first),
+    started the same way and measured with the same load."""
+    if ctx.baseline is None:
+        return contenders
+    tree = ctx.baseline
+    first = contenders[0]
+    twin = Contender(
+        ctx.baseline_name(),
+        lambda: ctx.middlewared(ctx.data_dir(data), tree=tree),
+        first.measure,
+        None if (tree / ".venv" / "bin" / "python").exists() else f"no {tree}/.venv",
+    )
+    return [first, twin, *contenders[1:]]
+
+
+def note_baseline(ctx: Context, result: Result, metric: str) -> None:
+    """One note per case: this checkout's ``metric`` over the baseline's, median of runs."""
+    if ctx.baseline is None:
+        return
+    name = ctx.baseline_name()
+    for case in result.case_order:
+        ratio = result.ratio(case, metric, name)
+        if ratio is not None:
+            result.notes.append(f"{case}: {metric} {ratio:.2f}x the baseline's ({name})")

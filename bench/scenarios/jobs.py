@@ -10,7 +10,7 @@ from bench.context import AUTH, Context
 from bench.model import PROJECT, Result
 from bench.optional import missing
 from bench.procs import Proc
-from bench.scenarios._common import Cases, Contender, run_all
+from bench.scenarios._common import Cases, Contender, note_baseline, run_all, with_baseline
 
 HUEY = "huey (SQLite)"
 NEVER_AWAITS = "middlewared, job never awaits"
@@ -93,28 +93,33 @@ def run(ctx: Context) -> Result:
     run_all(
         ctx,
         result,
-        [
-            Contender(
-                PROJECT, lambda: ctx.middlewared(ctx.data_dir("jobs")), mw("bench.yield_once")
-            ),
-            Contender(
-                NEVER_AWAITS, lambda: ctx.middlewared(ctx.data_dir("jobs")), mw("bench.noop")
-            ),
-            Contender(HUEY, start_huey, queue("huey", lambda: huey_db), missing("huey")),
-            Contender(
-                "arq (Redis)",
-                lambda: ctx.reference("arq_worker", redis_args),
-                queue("arq", lambda: {"redis": ctx.redis_url}),
-                missing("arq") or redis,
-            ),
-            Contender(
-                "rq (Redis)",
-                lambda: ctx.reference("rq_worker", redis_args),
-                queue("rq", lambda: {"redis": ctx.redis_url}),
-                missing("rq") or redis,
-            ),
-        ],
+        with_baseline(
+            ctx,
+            [
+                Contender(
+                    PROJECT, lambda: ctx.middlewared(ctx.data_dir("jobs")), mw("bench.yield_once")
+                ),
+                Contender(
+                    NEVER_AWAITS, lambda: ctx.middlewared(ctx.data_dir("jobs")), mw("bench.noop")
+                ),
+                Contender(HUEY, start_huey, queue("huey", lambda: huey_db), missing("huey")),
+                Contender(
+                    "arq (Redis)",
+                    lambda: ctx.reference("arq_worker", redis_args),
+                    queue("arq", lambda: {"redis": ctx.redis_url}),
+                    missing("arq") or redis,
+                ),
+                Contender(
+                    "rq (Redis)",
+                    lambda: ctx.reference("rq_worker", redis_args),
+                    queue("rq", lambda: {"redis": ctx.redis_url}),
+                    missing("rq") or redis,
+                ),
+            ],
+            "jobs",
+        ),
     )
+    note_baseline(ctx, result, "jobs_per_s")
     for n in levels:
         limit, before = VS_HUEY[n]
         result.target(

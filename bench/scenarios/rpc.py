@@ -1,4 +1,4 @@
-"""Scenario 1, RPC round trips: ``core.ping`` and ``test.echo`` with a small dict, 1 and 50
+"""Scenario 1, RPC round trips: ``core.ping`` and ``bench.echo`` with a small dict, 1 and 50
 connections with one call in flight each, against bare echo servers and jsonrpcserver."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from bench.context import AUTH, Context
 from bench.model import PROJECT, Result
 from bench.optional import missing
 from bench.procs import Proc
-from bench.scenarios._common import Cases, Contender, run_all
+from bench.scenarios._common import Cases, Contender, note_baseline, run_all, with_baseline
 
 SMALL_DICT = {
     "name": "tank/data",
@@ -21,7 +21,7 @@ SMALL_DICT = {
 # (label, method, params)
 CALLS: list[tuple[str, str, list[Any]]] = [
     ("ping", "core.ping", []),
-    ("echo", "test.echo", [SMALL_DICT]),
+    ("echo", "bench.echo", [SMALL_DICT]),
 ]
 CONNS = [1, 50]
 ECHO = "aiohttp echo"
@@ -69,18 +69,25 @@ def run(ctx: Context) -> Result:
     run_all(
         ctx,
         result,
-        [
-            Contender(PROJECT, lambda: ctx.middlewared(ctx.data_dir("rpc")), measure(True)),
-            Contender(ECHO, lambda: ctx.reference("aiohttp_echo"), measure(False)),
-            Contender("websockets echo", lambda: ctx.reference("websockets_echo"), measure(False)),
-            Contender(
-                "jsonrpcserver",
-                lambda: ctx.reference("jsonrpcserver_aiohttp"),
-                measure(False),
-                missing("jsonrpcserver"),
-            ),
-        ],
+        with_baseline(
+            ctx,
+            [
+                Contender(PROJECT, lambda: ctx.middlewared(ctx.data_dir("rpc")), measure(True)),
+                Contender(ECHO, lambda: ctx.reference("aiohttp_echo"), measure(False)),
+                Contender(
+                    "websockets echo", lambda: ctx.reference("websockets_echo"), measure(False)
+                ),
+                Contender(
+                    "jsonrpcserver",
+                    lambda: ctx.reference("jsonrpcserver_aiohttp"),
+                    measure(False),
+                    missing("jsonrpcserver"),
+                ),
+            ],
+            "rpc",
+        ),
     )
+    note_baseline(ctx, result, "calls_per_s")
     _targets(result)
     return result
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import shutil
+import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
 from middlewared import jsonc
 from middlewared.errors import MiddlewareError, ValidationErrors, errname
-from middlewared_client.jobs import JobProgress
+from middlewared_client.jobs import JobHandle, JobProgress
 
 BAR_WIDTH = 30
 JOB_COLUMNS = ("ID", "METHOD", "STATE", "PERCENT", "DESCRIPTION")
@@ -19,6 +23,49 @@ def parse_arg(text: str) -> Any:
         return jsonc.loads(text)
     except jsonc.JSONDecodeError:
         return text
+
+
+def positive(text: str) -> int:
+    """An option's whole number of at least 1 (argparse ``type``)."""
+    value = natural(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def natural(text: str) -> int:
+    """An option's whole number of at least 0 (argparse ``type``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def json_array(text: str) -> list[Any]:
+    value = json_params(text)
+    if not isinstance(value, list):
+        raise argparse.ArgumentTypeError(f"not a JSON array: {text!r}")
+    return value
+
+
+def json_object(text: str) -> dict[str, Any]:
+    value = json_params(text)
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"not a JSON object: {text!r}")
+    return value
+
+
+def json_params(text: str) -> list[Any] | dict[str, Any]:
+    try:
+        value = jsonc.loads(text)
+    except jsonc.JSONDecodeError:
+        raise argparse.ArgumentTypeError(f"not JSON: {text!r}") from None
+    if not isinstance(value, list | dict):
+        raise argparse.ArgumentTypeError(f"not a JSON array or object: {text!r}")
+    return value
 
 
 def format_result(value: Any) -> str:
@@ -85,11 +132,41 @@ class ProgressBar:
         self._stream.flush()
         self._last = line
 
+    def clear(self) -> None:
+        """Blank the line (before other output); the next update draws it again."""
+        if self._last:
+            self._stream.write("\r" + " " * len(self._last) + "\r")
+            self._stream.flush()
+            self._last = ""
+
     def finish(self) -> None:
         if self._last:
             self._stream.write("\n")
             self._stream.flush()
             self._last = ""
+
+
+def progress_bar() -> ProgressBar:
+    """A progress bar on stderr, as wide as the terminal."""
+    return ProgressBar(sys.stderr, shutil.get_terminal_size((80, 24)).columns)
+
+
+async def job_result(handle: JobHandle, bar: ProgressBar) -> Any:
+    """The job's result, its progress drawn on ``bar``; on Ctrl-C, say how to stop the job,
+    which goes on without us."""
+    try:
+        return await handle.result()
+    except asyncio.CancelledError:
+        bar.finish()
+        if handle.id is not None:
+            print(
+                f"midclt: job {handle.id} goes on; stop it with: "
+                f"midclt call core.job_abort {handle.id}",
+                file=sys.stderr,
+            )
+        raise
+    finally:
+        bar.finish()
 
 
 def _job_row(job: dict[str, Any]) -> tuple[str, ...]:
@@ -109,10 +186,15 @@ def _job_row(job: dict[str, Any]) -> tuple[str, ...]:
 
 def format_jobs_table(jobs: Sequence[dict[str, Any]]) -> str:
     """Jobs as a plain text table, one row each, columns aligned."""
-    rows = [JOB_COLUMNS, *(_job_row(job) for job in jobs)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(JOB_COLUMNS) - 1)]
-    lines = []
-    for row in rows:
+    return format_table(JOB_COLUMNS, [_job_row(job) for job in jobs])
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain text table: columns aligned two spaces apart, the last one left ragged."""
+    lines = [header, *rows]
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header) - 1)]
+    out = []
+    for row in lines:
         cells = [cell.ljust(w) for cell, w in zip(row, widths, strict=False)]
-        lines.append("  ".join([*cells, row[-1]]).rstrip())
-    return "\n".join(lines)
+        out.append("  ".join([*cells, row[-1]]).rstrip())
+    return "\n".join(out)

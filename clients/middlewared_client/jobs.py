@@ -61,6 +61,7 @@ class JobHandle:
         self._record: dict[str, Any] = {}
         self._progress = JobProgress()
         self._callbacks: list[ProgressCallback] = []
+        self._change_callbacks: list[Callable[[dict[str, Any]], None]] = []
         self._id_known = asyncio.Event()
         self._done = asyncio.Event()
         self._result: Any = None
@@ -128,10 +129,23 @@ class JobHandle:
         self._id = job_id
         self._id_known.set()
 
+    def add_change_callback(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``callback(fields)`` on each change of the job's record (its log excerpt
+        growing, its state...), and once more when it ends."""
+        self._change_callbacks.append(callback)
+
     def _apply(self, fields: dict[str, Any]) -> None:
         self._record.update(fields)
         if "progress" in fields:
             self._set_progress(JobProgress.from_record(fields["progress"]))
+        self._changed(fields)
+
+    def _changed(self, fields: dict[str, Any]) -> None:
+        for callback in list(self._change_callbacks):
+            try:
+                callback(fields)
+            except Exception:
+                log.exception("change callback of job %s failed", self._id)
 
     def _set_progress(self, progress: JobProgress) -> None:
         if progress == self._progress:
@@ -156,6 +170,7 @@ class JobHandle:
         if error is None and self._id is not None:
             self._set_progress(JobProgress(100, self._progress.description, self._progress.extra))
         self._done.set()
+        self._changed({})
 
 
 async def _first(*events: asyncio.Event) -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import sys
 from collections.abc import Mapping
 from typing import Any
 
 from middlewared import jsonc
 from middlewared.errors import MiddlewareError
+from middlewared_client import midclt_trigger
 from middlewared_client.aclient import AsyncClient
 from middlewared_client.clitext import (
     ProgressBar,
@@ -19,9 +19,16 @@ from middlewared_client.clitext import (
     format_jobs_table,
     format_os_error,
     format_result,
+    job_result,
+    json_array,
+    json_params,
+    natural,
     parse_arg,
+    positive,
+    progress_bar,
     transfer_progress,
 )
+from middlewared_client.cmdrun import parse_env, run_command
 from middlewared_client.errors import LoginFailed
 from middlewared_client.options import DEFAULT_URL, ClientOptions, Credentials
 from middlewared_client.transfers import TransferCallback
@@ -34,12 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="midclt",
         description="Talk to middlewared. Credentials and URL also come from MIDCLT_URL, "
-        "MIDCLT_USER, MIDCLT_PASSWORD and MIDCLT_API_KEY.",
+        "MIDCLT_USER, MIDCLT_PASSWORD and MIDCLT_API_KEY, or (inside a command run) "
+        "MIDDLEWARED_URL and MIDDLEWARED_TOKEN.",
     )
     parser.add_argument("-u", "--url", help=f"WebSocket URL (default {DEFAULT_URL})")
     parser.add_argument("-U", "--username", help="user name (default root with -P)")
     parser.add_argument("-P", "--password", help="password")
     parser.add_argument("-K", "--api-key", help="API key")
+    parser.add_argument("-T", "--token", help="a token (auth.generate_token, a command run's)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     call = commands.add_parser("call", help="call a method and print its result")
@@ -48,80 +57,63 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("args", nargs="*", metavar="ARG", help="a JSON value, else a string")
 
     sub = commands.add_parser("subscribe", help="print events as JSON lines")
-    sub.add_argument("-n", "--count", type=_positive, help="exit after COUNT events")
+    sub.add_argument("-n", "--count", type=positive, help="exit after COUNT events")
     sub.add_argument("event", help="a collection (core.get_jobs) or *")
 
     upload = commands.add_parser("upload", help="upload files into a job, print its result")
     upload.add_argument("-j", "--job", action="store_true", help="show the progress")
     upload.add_argument("method")
-    upload.add_argument("params", type=_json_params, metavar="PARAMS_JSON", help="a JSON array")
+    upload.add_argument("params", type=json_params, metavar="PARAMS_JSON", help="a JSON array")
     upload.add_argument("files", nargs="+", metavar="FILE")
 
     download = commands.add_parser("download", help="save a job's output, print its result")
     download.add_argument("-j", "--job", action="store_true", help="show the progress")
     download.add_argument("--buffered", action="store_true", help="spooled by the server")
     download.add_argument("method")
-    download.add_argument("args", type=_json_array, metavar="ARGS_JSON", help="a JSON array")
+    download.add_argument("args", type=json_array, metavar="ARGS_JSON", help="a JSON array")
     download.add_argument("filename", help="the name the server gives the file")
     download.add_argument("dest", help="where to save it (a file, or a directory)")
 
     commands.add_parser("ping", help="check that the server answers")
 
+    command = commands.add_parser("command", help="run a command (command.run)")
+    actions = command.add_subparsers(dest="action", required=True, metavar="ACTION")
+    run = actions.add_parser("run", help="run it: progress on stderr, its log on stdout")
+    run.add_argument("name")
+    run.add_argument(
+        "-e",
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a variable for this run (repeatable)",
+    )
+
     jobs = commands.add_parser("jobs", help="list the latest jobs")
     jobs.add_argument("--state", type=str.upper, choices=STATES)
-    jobs.add_argument("--limit", type=_natural, default=50, help="0 for all (default 50)")
+    jobs.add_argument("--limit", type=natural, default=50, help="0 for all (default 50)")
+
+    midclt_trigger.add_parser(commands)
     return parser
-
-
-def _positive(text: str) -> int:
-    value = _natural(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _natural(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
-    return value
-
-
-def _json_array(text: str) -> list[Any]:
-    value = _json_params(text)
-    if not isinstance(value, list):
-        raise argparse.ArgumentTypeError(f"not a JSON array: {text!r}")
-    return value
-
-
-def _json_params(text: str) -> list[Any] | dict[str, Any]:
-    try:
-        value = jsonc.loads(text)
-    except jsonc.JSONDecodeError:
-        raise argparse.ArgumentTypeError(f"not JSON: {text!r}") from None
-    if not isinstance(value, list | dict):
-        raise argparse.ArgumentTypeError(f"not a JSON array or object: {text!r}")
-    return value
 
 
 def credentials(
     args: argparse.Namespace, env: Mapping[str, str], parser: argparse.ArgumentParser
 ) -> Credentials:
     """Credentials from the options, else from the environment; usage errors exit 2."""
-    user, password, api_key = args.username, args.password, args.api_key
-    if user is None and password is None and api_key is None:
+    user, password, api_key, token = args.username, args.password, args.api_key, args.token
+    if user is None and password is None and api_key is None and token is None:
         user, password = env.get("MIDCLT_USER"), env.get("MIDCLT_PASSWORD")
         api_key = env.get("MIDCLT_API_KEY") if password is None else None
-    if api_key is not None and (user is not None or password is not None):
-        parser.error("give either -U/-P or -K, not both")
+        if user is None and password is None and api_key is None:
+            token = env.get("MIDDLEWARED_TOKEN") or None
+    if sum(x is not None for x in (api_key, token, password or user)) > 1:
+        parser.error("give one of -U/-P, -K or -T")
     if user is not None and password is None:
         parser.error("-U needs -P")
     if password is not None and not user:
         user = "root"
-    return Credentials(username=user, password=password, api_key=api_key)
+    return Credentials(username=user, password=password, api_key=api_key, token=token)
 
 
 async def _call(client: AsyncClient, args: argparse.Namespace) -> int:
@@ -129,30 +121,15 @@ async def _call(client: AsyncClient, args: argparse.Namespace) -> int:
     if not args.job:
         result = await client.call(args.method, *params)
     else:
-        columns = shutil.get_terminal_size((80, 24)).columns
-        bar = ProgressBar(sys.stderr, columns)
+        bar = progress_bar()
         handle = await client.call(args.method, *params, job=True, on_progress=bar.update)
-        try:
-            result = await handle.result()
-        except asyncio.CancelledError:  # Ctrl-C: the job itself goes on, say how to stop it
-            bar.finish()
-            if handle.id is not None:
-                print(
-                    f"midclt: job {handle.id} goes on; stop it with: "
-                    f"midclt call core.job_abort {handle.id}",
-                    file=sys.stderr,
-                )
-            raise
-        finally:
-            bar.finish()
+        result = await job_result(handle, bar)
     print(format_result(result), flush=True)
     return EXIT_OK
 
 
 def _progress_bar(args: argparse.Namespace) -> ProgressBar | None:
-    if not args.job:
-        return None
-    return ProgressBar(sys.stderr, shutil.get_terminal_size((80, 24)).columns)
+    return progress_bar() if args.job else None
 
 
 def _bytes_to(bar: ProgressBar | None, verb: str) -> TransferCallback | None:
@@ -223,6 +200,15 @@ async def _jobs(client: AsyncClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _command(client: AsyncClient, args: argparse.Namespace) -> int:
+    try:
+        args.env = parse_env(args.env)
+    except argparse.ArgumentTypeError as exc:
+        print(f"midclt: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return await run_command(client, args)
+
+
 async def _ping(client: AsyncClient, args: argparse.Namespace) -> int:
     print(format_result(await client.call("core.ping")), flush=True)
     return EXIT_OK
@@ -234,7 +220,9 @@ COMMANDS = {
     "download": _download,
     "subscribe": _subscribe,
     "jobs": _jobs,
+    "command": _command,
     "ping": _ping,
+    "trigger": midclt_trigger.run,
 }
 
 
@@ -255,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         return (
             exc.code if isinstance(exc.code, int) else EXIT_OK if exc.code is None else EXIT_USAGE
         )
-    url = args.url or os.environ.get("MIDCLT_URL") or DEFAULT_URL
+    env = os.environ
+    url = args.url or env.get("MIDCLT_URL") or env.get("MIDDLEWARED_URL") or DEFAULT_URL
     try:
         return asyncio.run(run(args, url, creds))
     except LoginFailed as exc:

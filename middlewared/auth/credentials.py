@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
 from typing import Any
@@ -40,6 +40,9 @@ class Identity:
     user_id: int | None
     api_key_id: int | None = None
     not_after: float | None = None
+    # An open grant narrows the rights to its allow-list; closed, the identity is revoked
+    # (a command run's token: ``auth/grants.py``).
+    grant: str | None = None
 
 
 INTERNAL_IDENTITY = Identity(CredentialKind.INTERNAL, None)
@@ -59,21 +62,28 @@ class Credentials:
     api_key_id: int | None = None
     user_id: int | None = None
     identity: Identity | None = None
+    # A grant's allow-list (a command run's token), narrowing the rest.
+    scope: tuple[str, ...] | None = None
 
     def allows(self, method: str) -> bool:
         if self.key_allowlist is not None and not _matches(self.key_allowlist, method):
             return False
+        if self.scope is not None and not _matches(self.scope, method):
+            return False
         return self.admin or _matches(self.allowlist, method)
 
-    @property
-    def full_admin(self) -> bool:
-        """An administrator whose rights no key narrows: sees every user's jobs and events."""
-        return self.admin and (self.key_allowlist is None or self.key_allowlist == UNRESTRICTED)
+    # An administrator whose rights neither a key nor a grant narrows: sees every user's
+    # jobs and events. Derived once (every event a session may see asks it).
+    full_admin: bool = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "full_admin", self.admin and not self.restricted_key)
 
     @property
     def restricted_key(self) -> bool:
-        """Logged in with an API key whose allow-list narrows its user's rights."""
-        return self.key_allowlist is not None and self.key_allowlist != UNRESTRICTED
+        """Logged in with an API key (or a grant) whose allow-list narrows its user's
+        rights."""
+        return any(p is not None and p != UNRESTRICTED for p in (self.key_allowlist, self.scope))
 
     def owns(self, owner_id: int | None) -> bool:
         return owner_id is not None and owner_id == self.user_id

@@ -18,6 +18,7 @@ from middlewared.auth.credentials import (
     Credentials,
     Identity,
 )
+from middlewared.auth.grants import Grants
 from middlewared.auth.passwords import HashPool, hash_key, new_secret, same_hash
 from middlewared.errors import CallError, NotFound, ValidationErrors
 from middlewared.store.base import Op, Store
@@ -123,6 +124,7 @@ class Directory:
         self.hasher = hasher or HashPool()
         self.users: dict[int, User] = {}
         self.keys: dict[int, ApiKey] = {}
+        self.grants = Grants()
         self._by_name: dict[str, User] = {}
         self._listeners: list[Changed] = []
 
@@ -170,9 +172,14 @@ class Directory:
     # -- identities -------------------------------------------------------------------
     def resolve(self, identity: Identity) -> Credentials | None:
         """The credentials ``identity`` stands for now; None when it was revoked (its user
-        deleted or locked, its key deleted or expired)."""
+        deleted or locked, its key deleted or expired, its grant closed)."""
+        scope = None
+        if identity.grant is not None:
+            scope = self.grants.scope(identity.grant)
+            if scope is None:
+                return None
         if identity.kind is CredentialKind.INTERNAL:
-            return INTERNAL
+            return INTERNAL if scope is None else replace(INTERNAL, scope=scope)
         user = self.users.get(identity.user_id) if identity.user_id is not None else None
         if user is None or user.locked:
             return None
@@ -191,7 +198,14 @@ class Directory:
             identity.api_key_id,
             user.id,
             identity,
+            scope,
         )
+
+    def resolve_name(self, username: str, kind: CredentialKind) -> Credentials | None:
+        """The credentials user ``username`` has now, as ``kind``; None when there is no
+        such user or it cannot log in."""
+        user = self.by_name(username)
+        return None if user is None else self.resolve(Identity(kind, user.id))
 
     def username_of(self, user_id: int | None) -> str | None:
         user = self.users.get(user_id) if user_id is not None else None

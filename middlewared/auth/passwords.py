@@ -94,8 +94,17 @@ def same_hash(a: str, b: str) -> bool:
 
 
 def new_secret(nbytes: int = 32) -> str:
-    return secrets.token_urlsafe(nbytes)
+    """A URL-safe random string that never begins with "-".
+
+    One in 64 would, and a command line reads such a secret as an option
+    (`midclt -T -x...` fails with "expected one argument"); drawing again keeps
+    the others uniformly likely.
+    """
+    while True:
+        secret = secrets.token_urlsafe(nbytes)
+        if not secret.startswith("-"):
+            return secret
 
 
 def generate_password() -> str:
-    return secrets.token_urlsafe(18)
+    return new_secret(18)

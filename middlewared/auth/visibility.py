@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from middlewared.auth.credentials import Credentials
+from middlewared.events.bus import Event
 
 
 class Visibility:
@@ -42,3 +43,14 @@ class Visibility:
         if creds.restricted_key and key_id != creds.api_key_id:
             return False
         return method is None or self.method(creds, method)
+
+    def event(self, creds: Credentials | None, event: Event) -> bool:
+        """Whether ``creds`` may receive ``event`` (a subscription's sink, a trigger's owner),
+        decided at each event from the credentials as they are now."""
+        if creds is None:
+            return False
+        if event.everyone or creds.full_admin:
+            return True
+        if event.granted is not None:
+            return self.method(creds, event.granted)
+        return self.job(creds, event.owner, event.method, event.owner_key)

@@ -26,10 +26,11 @@ ALL = "*"
 class Event:
     """One collection change.
 
-    Who may see it: every logged-in identity when ``everyone``; otherwise full
-    administrators, and its owner (a user id) when the owner may see ``method`` (a job's
-    method: docs/security.md). An event with no owner and not for everyone is for full
-    administrators only.
+    Who may see it (auth/visibility.py): every logged-in identity when ``everyone``; full
+    administrators; whoever's allow-list grants ``granted`` when it is set (an object of no
+    one's, such as a file in a root); otherwise its owner (a user id) when the owner may see
+    ``method`` (a job's method: docs/security.md). An event with no owner, no grant and not
+    for everyone is for full administrators only.
     """
 
     collection: str
@@ -49,6 +50,8 @@ class Event:
     # The job whose work caused this event (a job's own events; a file a job wrote), so that
     # a trigger never fires on what the jobs it started did.
     cause: int | None = None
+    # The method an allow-list must grant to see this event (when it has no owner).
+    granted: str | None = None
     _frames: dict[bool, str | None] = field(default_factory=dict)
 
     def params(self, admin: bool) -> dict[str, Any]:
@@ -117,6 +120,7 @@ class Event:
                 self.everyone,
                 self.owner_key,
                 self.cause,
+                self.granted,
             )
         return self
 

@@ -76,7 +76,9 @@ class Listener:
         self._ready.set()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"listener-{self.name}")
+        """Take events (again, after ``stop``); a listener already taking them goes on."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name=f"listener-{self.name}")
 
     async def stop(self) -> None:
         """Stop taking events (those pending are not handled)."""

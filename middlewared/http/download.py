@@ -9,7 +9,7 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NoReturn
 from urllib.parse import quote
 
 from aiohttp import web
@@ -79,16 +79,22 @@ async def _stream(
     app.transfers.start(dl)
     pipe = dl.pipe
     assert pipe is not None
-    response = web.StreamResponse(headers=headers)
-    await response.prepare(request)
     try:
-        while chunk := await pipe.read():
+        # Headers wait for the first chunk: a job that fails before writing anything gets
+        # a clear 409, not a 200 with an empty body.
+        chunk = await pipe.read()
+        if not chunk and pipe.error is not None:
+            raise http_error(web.HTTPConflict, f"Job {dl.job_id} failed: {pipe.error}")
+        response = web.StreamResponse(headers=headers)
+        await response.prepare(request)
+        while chunk:
             await response.write(chunk)
+            chunk = await pipe.read()
         if pipe.error is not None:
-            # Headers are gone already: cut the connection so a client cannot take a
-            # partial stream for the whole file.
+            # Headers are gone already: cut the connection (a reset, not a clean close) so
+            # a client cannot take a partial stream for the whole file.
             log.warning("job %d failed during its download: %s", dl.job_id, pipe.error)
-            raise ConnectionAbortedError(pipe.error)
+            _cut(request, pipe.error)
     finally:
         await pipe.detach()
         app.transfers.expire(dl.job_id)
@@ -169,12 +175,20 @@ async def _send(
     while position < end:
         chunk = await asyncio.to_thread(f.read, min(CHUNK, end - position))
         if not chunk:
-            raise ConnectionAbortedError(f"job {dl.job_id}: the spool file shrank")
+            _cut(request, f"job {dl.job_id}: the spool file shrank")
         await response.write(chunk)
         position += len(chunk)
         dl.sent(len(chunk))
     await response.write_eof()
     return response
+
+
+def _cut(request: web.Request, reason: str) -> NoReturn:
+    """End a response whose headers are sent with a reset, not a clean close: aiohttp alone
+    may leave the client waiting for the rest of a body that never comes."""
+    if request.transport is not None:
+        request.transport.abort()
+    raise ConnectionAbortedError(reason)
 
 
 def _open(path: Path) -> BinaryIO | None:

@@ -20,7 +20,7 @@ from middlewared.events.bus import EventBus
 from middlewared.jobs.events import COLLECTION, JobEvents
 from middlewared.jobs.files import JobFiles
 from middlewared.jobs.job import ENDED, Job, JobState, Snapshot, now_ms
-from middlewared.jobs.logs import JobLog
+from middlewared.jobs.logs import DEFAULT_MAX_LOG_BYTES, JobLog
 from middlewared.jobs.pipes import Pipes
 from middlewared.jobs.progress import ProgressCoalescer
 from middlewared.jobs.queue import JobQueue, LocalQueue
@@ -67,8 +67,10 @@ class JobEngine:
         invoke: Invoke,
         queue: JobQueue | None = None,
         max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+        max_log_bytes: int = DEFAULT_MAX_LOG_BYTES,
     ) -> None:
         self.store = store
+        self.max_log_bytes = max_log_bytes
         self.files = files
         self.invoke = invoke
         self.queue: JobQueue = queue or LocalQueue(store)
@@ -177,7 +179,7 @@ class JobEngine:
         job.counted = True
         job.on_change = self._on_change
         if job.options.logs:
-            job.logs = JobLog(self.files.log(job.id))
+            job.logs = JobLog(self.files.log(job.id), self.max_log_bytes)
         self.queue.add(job)
         if write is not None and snap is not None:
             # ADDED (the record just stored) goes out the moment the write is durable, before

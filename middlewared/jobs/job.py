@@ -86,6 +86,8 @@ class Job:
         # the credentials its identity has when it runs (``credentials.identity``).
         self.credentials = credentials
         self.owner_id = credentials.user_id
+        # As every record of the job shows them (built once: a job takes several snapshots).
+        self._credentials_record = credentials.record()
         self.key_id = credentials.api_key_id
         # What started it: "call", "bulk", "upload", "download", "trigger:<id>", "restart".
         self.origin = origin
@@ -147,9 +149,17 @@ class Job:
         self.on_change(self, False)
 
     def log(self, text: str) -> None:
-        """Append to the job's log file (jobs declared with ``logs=True``)."""
+        """Append a line to the job's log file (jobs declared with ``logs=True``);
+        subscribers see the excerpt grow (coalesced, as progress is)."""
         if self.logs is not None:
             self.logs.write(text)
+            self.on_change(self, True)
+
+    def log_bytes(self, data: bytes) -> None:
+        """Append bytes as they are (a child process's output, already in lines)."""
+        if self.logs is not None:
+            self.logs.write_bytes(data)
+            self.on_change(self, True)
 
     async def wait(self) -> Any:
         """The job's result (or its error). Cancelling the waiter leaves the job alone."""
@@ -197,7 +207,7 @@ class Job:
             "abortable": self.options.abortable,
             "transient": self.options.transient,
             "logs_path": self.logs.path_str if self.logs is not None else None,
-            "logs_excerpt": self.logs_excerpt,
+            "logs_excerpt": self._excerpt(),
             "progress": dict(self.progress),
             "result": None if self.result_size is not None else self.result,
             "result_size": self.result_size,
@@ -207,10 +217,16 @@ class Job:
             "state": self.state.value,
             "time_started": date(self.time_started),
             "time_finished": date(self.time_finished),
-            "credentials": self.credentials.record(),
+            "credentials": self._credentials_record,
             "origin": self.origin,
             "attempt": self.attempt,
         }
+
+    def _excerpt(self) -> str | None:
+        """The final excerpt once the log is closed; until then its tail so far."""
+        if self.logs_excerpt is not None or self.logs is None:
+            return self.logs_excerpt
+        return self.logs.live_excerpt()
 
     def set_result(self, result: Any) -> None:
         """Keep the method's result; one JSON has no form for fails the job with the reason

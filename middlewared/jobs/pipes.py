@@ -286,7 +286,8 @@ class OutputPipe:
         self._queue: deque[bytes] = deque()
         self._changed = asyncio.Condition()
         self._file: IO[bytes] | None = None
-        self.reader_attached = False
+        # Set once a downloader has started reading.
+        self.reader_attached = asyncio.Event()
         self.reader_gone = False
         # Set when the job failed: a downloader must not take a short stream for a whole one.
         self.error: str | None = None

@@ -48,7 +48,8 @@ def _credentials(
     if not found.retry_on_restart:
         return None
     spec = lookup(found.record["method"])
-    if spec is None or spec.job is None or spec.secret_params:
+    # Its record holds its arguments as shown, not as given: it cannot run again from them.
+    if spec is None or spec.job is None or spec.hidden_params:
         return None
     shown = found.record.get("credentials") or {}
     kind = str(shown.get("type"))

@@ -57,10 +57,29 @@ TEXT_COLUMNS = ("method", "state", "owner", "description", "error")
 
 
 def _row(job: Job, snap: Snapshot) -> dict[str, Any]:
-    row = _record_row(snap.record, job.owner_id, job.options.retry_on_restart, snap.encoded)
-    row["api_key_id"] = job.credentials.api_key_id
-    row["lock_key"] = job.lock_key
-    row["run_after"] = job.run_after
+    """The row of ``snap``, read from the job itself (the snapshot was just taken from it;
+    three rows a job make this worth not digging through the record)."""
+    row = {
+        "id": job.id,
+        "method": job.method,
+        "state": job.state.value,
+        "owner": job.credentials.username,
+        "owner_id": job.owner_id,
+        "api_key_id": job.credentials.api_key_id,
+        "origin": job.origin,
+        "lock_key": job.lock_key,
+        "attempt": job.attempt,
+        "run_after": job.run_after,
+        "description": job.description,
+        "time_started": job.time_started,
+        "time_finished": job.time_finished,
+        "progress_percent": job.progress["percent"],
+        "error": job.error,
+        "retry_on_restart": int(job.options.retry_on_restart),
+        "record": snap.encoded,
+    }
+    if "\\ud" in snap.encoded:
+        _replace_surrogates(row)
     return row
 
 
@@ -88,12 +107,16 @@ def _record_row(
         "record": encoded,
     }
     if "\\ud" in encoded:
-        # A lone surrogate somewhere (JSON escapes them; orjson writes nothing else so).
-        # The record keeps it exactly; a text column, which must be UTF-8, gets U+FFFD.
-        for name in TEXT_COLUMNS:
-            if isinstance(row[name], str):
-                row[name] = jsonc.replace_surrogates(row[name])
+        _replace_surrogates(row)
     return row
+
+
+def _replace_surrogates(row: dict[str, Any]) -> None:
+    """A lone surrogate somewhere (JSON escapes them; orjson writes nothing else so): the
+    record keeps it exactly; a text column, which must be UTF-8, gets U+FFFD."""
+    for name in TEXT_COLUMNS:
+        if isinstance(row[name], str):
+            row[name] = jsonc.replace_surrogates(row[name])
 
 
 def _log_failure(fut: asyncio.Future[None]) -> None:
@@ -134,7 +157,8 @@ class JobStore:
         fut.add_done_callback(_log_failure)
 
     def update(self, job: Job, snap: Snapshot) -> asyncio.Future[None]:
-        fut = self.store.write([Op("update_job", _row(job, snap))])
+        # Every update sets the same columns: one later in the same commit replaces it.
+        fut = self.store.write([Op("update_job", _row(job, snap), ("job", job.id))])
         fut.add_done_callback(_log_failure)
         return fut
 

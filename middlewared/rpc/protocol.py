@@ -67,11 +67,13 @@ def parse_message(obj: Any) -> Message:
 
 
 def _has_big_id(obj: Any) -> bool:
-    items = obj if isinstance(obj, list) else [obj]
-    return any(
-        isinstance(m, dict) and isinstance(m.get("id"), float) and abs(m["id"]) >= 2**63
-        for m in items
-    )
+    if isinstance(obj, dict):  # the common frame: no list or generator made for it
+        return _big(obj.get("id"))
+    return isinstance(obj, list) and any(isinstance(m, dict) and _big(m.get("id")) for m in obj)
+
+
+def _big(value: Any) -> bool:
+    return isinstance(value, float) and abs(value) >= 2**63
 
 
 def parse_frame(data: str | bytes) -> Frame:

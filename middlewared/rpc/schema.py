@@ -509,7 +509,7 @@ def _slot(param: Param) -> _Slot:
 class ParamsBinder:
     """Turns a JSON-RPC ``params`` (absent, array or object) into validated positional args."""
 
-    __slots__ = ("_index", "_slots", "_too_many", "params")
+    __slots__ = ("_hides", "_index", "_slots", "_too_many", "params")
 
     def __init__(self, params: Sequence[Param]) -> None:
         self.params = tuple(params)
@@ -521,6 +521,8 @@ class ParamsBinder:
         self._index = frozenset(names)
         message = f"Too many arguments: expected at most {len(names)}"
         self._too_many: Error = ("params", message, EINVAL)
+        # Whether some param is secret or redacted (else the args are shown as they are).
+        self._hides = any(p.hidden for p in self.params)
 
     def bind(self, params: list[Any] | dict[str, Any] | None) -> list[Any]:
         """The positional args for the method, or ValidationErrors listing every problem."""
@@ -569,19 +571,24 @@ class ParamsBinder:
                 args.append(make_default())
         return args, errors
 
-    def redact(self, args: Sequence[Any]) -> list[Any]:
-        return redact(args, self.params)
+    def redact(self, args: list[Any]) -> list[Any]:
+        """``args`` as the job's record shows them: secrets hidden (``args`` itself when
+        no param hides anything; neither is changed afterwards)."""
+        return redact(args, self.params) if self._hides else args
 
     def schema(self) -> dict[str, Any]:
         return schema_for_docs(self.params)
 
 
 def redact(args: Sequence[Any], params: Sequence[Param]) -> list[Any]:
-    """A copy of ``args`` with the values of secret params replaced by ``"********"``."""
+    """A copy of ``args`` with the values of secret params replaced by ``"********"`` (or
+    by what their ``redact`` shows)."""
     redacted = list(args)
     for index, param in enumerate(params[: len(redacted)]):
         if param.secret:
             redacted[index] = REDACTED
+        elif param.redact is not None:
+            redacted[index] = param.redact(redacted[index])
     return redacted
 
 

@@ -149,6 +149,8 @@ def _me(ctx: CallContext) -> dict[str, Any]:
         "admin": creds.admin,
         "allowlist": ["*"] if creds.admin else list(creds.allowlist),
         "key_allowlist": None if creds.key_allowlist is None else list(creds.key_allowlist),
+        # A command run's token: the command's allow list narrows the rest.
+        "scope": None if creds.scope is None else list(creds.scope),
         "full_admin": creds.full_admin,
         "credentials": creds.record(),
     }

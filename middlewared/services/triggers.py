@@ -13,7 +13,7 @@ from middlewared.auth.credentials import Credentials
 from middlewared.auth.ratelimit import LoginThrottler
 from middlewared.config import LoginThrottle
 from middlewared.context import CallContext
-from middlewared.errors import MiddlewareError, NotFound, ValidationErrors
+from middlewared.errors import CallError, MiddlewareError, NotFound, ValidationErrors
 from middlewared.jobs.query import query_jobs
 from middlewared.query import query
 from middlewared.registry import Param, Registry
@@ -65,7 +65,8 @@ DATA_FIELDS: dict[str, Any] = {
 }
 CREATE = {
     "type": "object",
-    "properties": DATA_FIELDS,
+    # Created paused: nothing fires until trigger.resume (no window between create and pause).
+    "properties": {**DATA_FIELDS, "paused": {"type": "boolean"}},
     "required": ["type", "method"],
     "additionalProperties": False,
 }
@@ -94,7 +95,26 @@ def _get(ctx: CallContext, trigger_id: int) -> Trigger:
     return trigger
 
 
-async def _validated(ctx: CallContext, trigger: Trigger) -> Trigger:
+def _changeable(ctx: CallContext, trigger_id: int) -> Trigger:
+    """A trigger the API may change or delete: not one the --config file declares (the
+    file would put it back at the next reload)."""
+    trigger = _get(ctx, trigger_id)
+    if trigger.managed is not None:
+        kind = trigger.managed["kind"]
+        raise CallError(
+            f"Trigger {trigger_id} belongs to {kind} {trigger_id}: change it with {kind}.update",
+            errno.EPERM,
+        )
+    if trigger.declared is not None:
+        raise CallError(
+            f"Trigger {trigger_id} is declared in the configuration file as "
+            f"{trigger.declared!r}: change it there, then reload (SIGHUP)",
+            errno.EPERM,
+        )
+    return trigger
+
+
+async def validated(ctx: CallContext, trigger: Trigger) -> Trigger:
     """Check everything at create time: its method (the owner may call it, the params bind),
     its arguments, the collections its rules name."""
     app = app_of(ctx)
@@ -139,8 +159,9 @@ async def create(ctx: CallContext, data: dict[str, Any]) -> dict[str, Any]:
         owner_id=ctx.user.user_id,
         owner_key=ctx.user.api_key_id,
         created=int(engine.clock.now() * 1000),
+        paused=bool(data.get("paused", False)),
     )
-    await engine.add(await _validated(ctx, trigger))
+    await engine.add(await validated(ctx, trigger))
     return engine.record(trigger)
 
 
@@ -166,7 +187,7 @@ async def update(ctx: CallContext, trigger_id: int, data: dict[str, Any]) -> dic
     """Change a trigger; its state and history stay. A secret given as ``"********"`` (what
     queries show) keeps the one it had."""
     engine = _engine(ctx)
-    trigger = _get(ctx, trigger_id)
+    trigger = _changeable(ctx, trigger_id)
     merged = {**copy.deepcopy(trigger.data), **data}
     auth = data.get("auth")
     if isinstance(auth, dict) and auth.get("secret") == "********":
@@ -178,23 +199,29 @@ async def update(ctx: CallContext, trigger_id: int, data: dict[str, Any]) -> dic
         owner_key=trigger.owner_key,
         created=trigger.created,
     )
-    await engine.replace(trigger, await _validated(ctx, new))
+    await engine.replace(trigger, await validated(ctx, new))
     return engine.record(new)
 
 
 @registry.method(params=[Param("id", TID)], returns={"type": "boolean"})
 async def delete(ctx: CallContext, trigger_id: int) -> bool:
     """Delete a trigger; the jobs it started stay."""
-    await _engine(ctx).delete(_get(ctx, trigger_id))
+    await _engine(ctx).delete(_changeable(ctx, trigger_id))
     return True
 
 
-@registry.method(params=[Param("id", TID)], returns={"type": "object"})
-async def pause(ctx: CallContext, trigger_id: int) -> dict[str, Any]:
-    """Stop firing until resumed (``trigger.launch`` still runs it)."""
+REASON = {"type": ["string", "null"], "minLength": 1, "maxLength": 1024}
+
+
+@registry.method(
+    params=[Param("id", TID), Param("reason", REASON, required=False)], returns={"type": "object"}
+)
+async def pause(ctx: CallContext, trigger_id: int, reason: str | None) -> dict[str, Any]:
+    """Stop firing until resumed (``trigger.launch`` still runs it); ``reason``, when given,
+    is kept in ``current_state.last_error`` until then."""
     engine = _engine(ctx)
     trigger = _get(ctx, trigger_id)
-    await engine.pause(trigger)
+    await engine.pause(trigger, reason)
     return engine.record(trigger)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,10 +19,28 @@ Consumer = Callable[[list[Sequence[Any]]], bool]
 
 @dataclass(frozen=True)
 class Op:
-    """One write: a named query and its parameters."""
+    """One write: a named query and its parameters. ``key``: a later write with the same
+    key in the same transaction makes this one unnecessary (it sets every column this one
+    does), so a group commit may leave this one out (a job's RUNNING row when its end comes
+    in the same commit)."""
 
     query: str
     params: dict[str, Any]
+    key: Hashable | None = None
+
+
+def latest(ops: list[Op]) -> list[Op]:
+    """``ops`` without those a later op with the same key replaces."""
+    seen: set[Hashable] = set()
+    kept: list[Op] = []
+    for op in reversed(ops):
+        if op.key is not None:
+            if op.key in seen:
+                continue
+            seen.add(op.key)
+        kept.append(op)
+    kept.reverse()
+    return kept
 
 
 class Store(abc.ABC):

@@ -54,6 +54,11 @@ class MemoryStore(Store):
             "all_triggers": lambda: self._all("triggers"),
             "last_trigger_fire": self._last_fire,
             "all_trigger_windows": lambda: self._all("trigger_windows"),
+            "all_commands": lambda: self._all("commands"),
+            "get_command": lambda name: self._get("commands", name),
+            "command_runs": self._command_runs,
+            "last_command_run": self._last_command_run,
+            "running_command_runs": self._running_command_runs,
         }
         self._writes: dict[str, Callable[[dict[str, Any]], Undo]] = {
             "set_meta": lambda p: self._upsert("meta", p["name"], p),
@@ -82,6 +87,15 @@ class MemoryStore(Store):
             "insert_notifier": self._insert_notifier,
             "update_notifier": self._update_notifier,
             "delete_notifier": lambda p: self._delete("notifiers", p["id"]),
+            "insert_command": lambda p: self._insert("commands", p["name"], p),
+            "update_command": lambda p: self._update("commands", p["name"], p),
+            "raise_command_runs": self._raise_command_runs,
+            "delete_command": lambda p: self._delete("commands", p["name"]),
+            "insert_command_run": self._insert_command_run,
+            "set_command_run_process": lambda p: self._update("command_runs", _run_key(p), p),
+            "end_command_run": self._end_command_run,
+            "delete_command_run": lambda p: self._delete("command_runs", _run_key(p)),
+            "delete_command_runs": self._delete_command_runs,
         }
 
     # -- the contract ---------------------------------------------------------------------
@@ -130,6 +144,7 @@ class MemoryStore(Store):
             "triggers",
             "trigger_windows",
             "notifiers",
+            "commands",
         ):
             key = _KEYS[name]
             self.tables[name] = {row[key]: row for row in tables[name]}
@@ -331,6 +346,47 @@ class MemoryStore(Store):
 
         return restore
 
+    # -- commands -------------------------------------------------------------------------
+    def _get(self, table: str, key: Any) -> list[Row]:
+        row = self.tables[table].get(key)
+        return [] if row is None else [row]
+
+    def _runs_of(self, command: str) -> list[Row]:
+        rows = [r for r in self.tables["command_runs"].values() if r["command"] == command]
+        return sorted(rows, key=lambda r: r["counter"], reverse=True)
+
+    def _command_runs(self, command: str) -> list[Row]:
+        columns = ("command", "counter", "job_id", "status", "state", "started", "finished")
+        return [{c: r[c] for c in columns} for r in self._runs_of(command)]
+
+    def _last_command_run(self, command: str) -> list[Row]:
+        runs = self._runs_of(command)
+        return [{"counter": runs[0]["counter"] if runs else None}]
+
+    def _running_command_runs(self) -> list[Row]:
+        columns = ("command", "counter", "job_id", "pgid", "boot_id", "pid_start")
+        rows = [r for r in self._all("command_runs") if r["status"] == "running"]
+        return [{c: r[c] for c in columns} for r in rows]
+
+    def _raise_command_runs(self, params: dict[str, Any]) -> Undo:
+        row = self.tables["commands"].get(params["name"])
+        if row is None or row["runs"] >= params["runs"]:
+            return lambda: None
+        return self._update("commands", params["name"], {"runs": params["runs"]})
+
+    def _insert_command_run(self, params: dict[str, Any]) -> Undo:
+        return self._insert("command_runs", _run_key(params), {**params, "status": "running"})
+
+    def _end_command_run(self, params: dict[str, Any]) -> Undo:
+        cleared = {"pgid": None, "boot_id": None, "pid_start": None}
+        return self._update("command_runs", _run_key(params), {**params, **cleared})
+
+    def _delete_command_runs(self, params: dict[str, Any]) -> Undo:
+        keys = [
+            k for k, r in self.tables["command_runs"].items() if r["command"] == params["command"]
+        ]
+        return self._delete_many("command_runs", keys)
+
     def _delete_user_keys(self, params: dict[str, Any]) -> Undo:
         keys = [k for k, r in self.tables["api_keys"].items() if r["user_id"] == params["user_id"]]
         return self._delete_many("api_keys", keys)
@@ -351,7 +407,12 @@ _KEYS = {
     "triggers": "id",
     "trigger_windows": "trigger_id",
     "notifiers": "id",
+    "commands": "name",
 }
+
+
+def _run_key(params: dict[str, Any]) -> tuple[str, int]:
+    return params["command"], params["counter"]
 
 
 def _retention_row(row: Row) -> Row:

@@ -46,6 +46,19 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "trigger_fires": ("trigger_id", "due", "job_id"),
     "trigger_windows": ("trigger_id", "fires_at", "events"),
     "notifiers": ("id", "name", "kind", "recipients", "url", "secret", "created"),
+    "commands": ("name", "record", "runs", "created"),
+    "command_runs": (
+        "command",
+        "counter",
+        "job_id",
+        "status",
+        "state",
+        "started",
+        "finished",
+        "pgid",
+        "boot_id",
+        "pid_start",
+    ),
     "jobs": (
         "id",
         "method",
@@ -68,12 +81,14 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     ),
 }
 # The column that names a row in an error message, by preference.
-ROW_KEYS = ("id", "trigger_id", "name", "namespace")
+ROW_KEYS = ("id", "trigger_id", "name", "namespace", "command")
 USERNAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 KEY_HASH = re.compile(r"^[0-9a-f]{64}$")
 STATES = frozenset({"WAITING", "RUNNING", "SUCCESS", "FAILED", "ABORTED"})
 COUNTERS = frozenset({"jobs", "users", "api_keys", "triggers", "notifiers"})
 NOTIFIER_KINDS = frozenset({"mail", "webhook"})
+COMMAND_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+RUN_STATUSES = frozenset({"running", "success", "fail"})
 
 
 def _bad(reason: str, code: int = errno.EINVAL) -> ValidationErrors:
@@ -173,6 +188,24 @@ ROW_CHECKS: dict[str, dict[str, Callable[[Any], bool]]] = {
         "url": _opt(_text),
         "secret": _opt(_text),
         "created": _int,
+    },
+    "commands": {
+        "name": lambda v: _text(v) and bool(COMMAND_NAME.match(v)),
+        "record": _json_object,
+        "runs": lambda v: _int(v) and v >= 0,
+        "created": _int,
+    },
+    "command_runs": {
+        "command": lambda v: _text(v) and bool(COMMAND_NAME.match(v)),
+        "counter": lambda v: _int(v) and v > 0,
+        "job_id": _int,
+        "status": lambda v: v in RUN_STATUSES,
+        "state": _opt(lambda v: v in STATES),
+        "started": _int,
+        "finished": _opt(_int),
+        "pgid": _opt(_int),
+        "boot_id": _opt(_text),
+        "pid_start": _opt(_int),
     },
     "jobs": {
         "id": lambda v: _int(v) and v > 0,

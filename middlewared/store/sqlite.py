@@ -7,16 +7,18 @@ import contextlib
 import dataclasses
 import logging
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 from middlewared.errors import CallError
 from middlewared.query.sql import SQLITE
-from middlewared.store.base import Consumer, Op, Row, Store
+from middlewared.store.base import Consumer, Op, Row, Store, latest
 from middlewared.store.faults import store_error
 from middlewared.store.queries import SCHEMA_VERSION, migrations, queries, split_statements
 from middlewared.store.snapshot import validate_and_upgrade
@@ -40,6 +42,30 @@ _JSON_SQL = sqlite3.sqlite_version_info >= (3, 38, 0)
 # Runs on the writer connection, in its thread, with no other write in between.
 Exclusive = Callable[[sqlite3.Connection], None]
 _Pending = tuple[list[Op] | Exclusive, asyncio.Future[None]]
+# A named parameter (``:name``, not ``::type``) of queries.sql.
+_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Positional:
+    """A named query with ``?`` for its parameters, and what picks their values out of an
+    op's dict in order: SQLite binds a tuple faster than it looks each name up in a dict
+    (1.9 against 3.0 µs a 17-column row), and the writer holds the GIL while it binds."""
+
+    sql: str
+    values: Callable[[dict[str, Any]], tuple[Any, ...]]
+
+
+def positional(sql: str) -> Positional:
+    body = "\n".join(ln for ln in sql.splitlines() if not ln.lstrip().startswith("--"))
+    names = _PARAM.findall(body)
+    text = _PARAM.sub("?", body)
+    if len(names) > 1:
+        return Positional(text, itemgetter(*names))
+    if names:
+        one = itemgetter(names[0])
+        return Positional(text, lambda params: (one(params),))
+    return Positional(text, lambda params: ())
 
 
 class SQLiteStore(Store):
@@ -53,6 +79,7 @@ class SQLiteStore(Store):
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._queries = queries()
+        self._writes = {name: positional(sql) for name, sql in self._queries.items()}
         self._closing = False
 
     async def open(self) -> None:
@@ -192,7 +219,7 @@ class SQLiteStore(Store):
         return fut
 
     async def _commit(self, batch: list[_Pending]) -> None:
-        ops = [op for ops, _ in batch if isinstance(ops, list) for op in ops]
+        ops = latest([op for ops, _ in batch if isinstance(ops, list) for op in ops])
         try:
             await self._apply(ops)
         except Exception as e:
@@ -218,7 +245,7 @@ class SQLiteStore(Store):
 
     async def _apply(self, ops: list[Op]) -> None:
         """One transaction, in one round trip to the writer thread."""
-        await self._writer.run(_apply, self._queries, ops)
+        await self._writer.run(_apply, self._writes, ops)
 
     async def backup(self, dest: Path) -> None:
         """The fast path of a snapshot: SQLite's online backup of the whole file."""
@@ -245,10 +272,11 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
-def _apply(conn: sqlite3.Connection, named: dict[str, str], ops: list[Op]) -> None:
+def _apply(conn: sqlite3.Connection, named: dict[str, Positional], ops: list[Op]) -> None:
     with _transaction(conn):
         for name, group in groupby(ops, key=lambda op: op.query):
-            conn.executemany(named[name], [op.params for op in group])
+            query = named[name]
+            conn.executemany(query.sql, [query.values(op.params) for op in group])
 
 
 def _fetch(conn: sqlite3.Connection, sql: str, params: Any) -> list[Row]:

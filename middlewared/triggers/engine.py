@@ -88,6 +88,21 @@ class TriggerEngine:
             self._reopen_window(window)
         self._reschedule()
 
+    async def reload(self) -> None:
+        """Take the triggers as the store now has them (a restored snapshot): timers,
+        windows and fires in progress of the old ones are dropped, then loaded again."""
+        await self.stop()
+        self.triggers.clear()
+        self._by_path.clear()
+        self._heap.clear()
+        self._timer_at = None
+        self._windows.clear()
+        self._rules = None
+        await self.start()
+        if self._listener is not None:
+            self._listener.start()
+        log.info("triggers reloaded: %d", len(self.triggers))
+
     async def stop(self) -> None:
         self._running = False
         if self._timer is not None:
@@ -254,9 +269,7 @@ class TriggerEngine:
         creds = self.app.directory.resolve(trigger.identity)
         if creds is None or not self.app.collections.may_subscribe(event.collection, creds):
             return False
-        if event.everyone or creds.full_admin:
-            return True
-        return self.app.visibility.job(creds, event.owner, event.method, event.owner_key)
+        return self.app.visibility.event(creds, event)
 
     async def webhook(self, trigger: Trigger, request: dict[str, Any]) -> dict[str, Any]:
         """A verified webhook request: ``{"job_id"}`` or ``{"debounced", "fires_at"}``.
@@ -383,7 +396,7 @@ class TriggerEngine:
                 state["last_manual_job_id"] = job_id
             writes = [
                 Op("insert_trigger_fire", {"trigger_id": trigger.id, "due": due, "job_id": job_id}),
-                Op("update_trigger", trigger.row()),
+                Op("update_trigger", trigger.row(), ("trigger", trigger.id)),
             ]
             if closing_window:
                 writes.append(Op("close_trigger_window", {"trigger_id": trigger.id}))
@@ -424,7 +437,12 @@ class TriggerEngine:
             self._started.popitem(last=False)
 
     def _ended(self, trigger: Trigger, job: Job) -> None:
-        """Its job ended: the trigger's state says how, notifiers hear of it."""
+        """Its job ended: the trigger's state says how, notifiers hear of it. The trigger as
+        it is now (changed or reloaded since it fired), not the one that fired."""
+        current = self.triggers.get(trigger.id)
+        if current is None:
+            return  # deleted meanwhile
+        trigger = current
         trigger.running.discard(job.id)
         now = ms(self.clock.now())
         state = trigger.state
@@ -434,8 +452,7 @@ class TriggerEngine:
             state.update(
                 status="errored", last_failure=now, last_failed_job_id=job.id, last_error=job.error
             )
-        if trigger.id in self.triggers:
-            self._spawn(self._save_and_notify(trigger, job))
+        self._spawn(self._save_and_notify(trigger, job))
 
     async def _save_and_notify(self, trigger: Trigger, job: Job) -> None:
         await self.store.save(trigger)
@@ -523,9 +540,11 @@ class TriggerEngine:
 
     # -- events of trigger.query --------------------------------------------------------
     def record(self, trigger: Trigger) -> dict[str, Any]:
-        spec = self.app.methods.lookup(trigger.data["method"])
-        secrets = spec.secret_params if spec is not None else frozenset()
-        return trigger.record(self.app.directory.username_of(trigger.owner_id), secrets)
+        """As trigger.query shows it: its params as its method's job records show them."""
+        mounted = self.app.methods.get(trigger.data["method"])
+        params = list(trigger.data.get("params") or [])
+        shown = mounted.binder.redact(params) if mounted is not None else params
+        return trigger.record(self.app.directory.username_of(trigger.owner_id), shown)
 
     def _publish(self, trigger: Trigger, added: bool = False, removed: bool = False) -> None:
         if not self.app.bus.has_consumers(COLLECTION):

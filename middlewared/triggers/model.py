@@ -56,6 +56,11 @@ class Trigger:
     running: set[int] = field(default_factory=set)
     # The last event or webhook fire's due time (ms): fires of one trigger never share one.
     last_due: int = 0
+    # Its name in the --config file's [[trigger]] tables (changed there, not through the API).
+    declared: str | None = None
+    # What a service keeps with a trigger it manages (a cron job's line: cronjob.*), whose
+    # ``kind`` names the service; changed through that service, not trigger.update.
+    managed: dict[str, Any] | None = None
 
     @property
     def type(self) -> str:
@@ -71,15 +76,13 @@ class Trigger:
     def hook_path(self) -> str | None:
         return self.auth.path if self.auth is not None else None
 
-    def record(
-        self, owner: str | None, secret_params: frozenset[int] = frozenset()
-    ) -> dict[str, Any]:
+    def record(self, owner: str | None, shown_params: list[Any] | None = None) -> dict[str, Any]:
         """As ``trigger.query`` returns it: no secret (webhook secret, secret params)."""
         data = copy.deepcopy(self.data)
         if self.auth is not None:
             data["auth"] = self.auth.shown()
-        params = data.get("params") or []
-        data["params"] = ["********" if i in secret_params else p for i, p in enumerate(params)]
+        if shown_params is not None:
+            data["params"] = copy.deepcopy(shown_params)
         state = {k: v for k, v in self.state.items() if k != "runs"}
         for key in ("last_execution", "last_success", "last_failure", "last_manual_execution"):
             state[key] = date(state[key])
@@ -91,6 +94,8 @@ class Trigger:
             "next_run": date(self.next_run),
             "current_state": state,
             "created": date(self.created),
+            "declared": self.declared,
+            "managed_by": self.managed["kind"] if self.managed else None,
         }
 
     def row(self) -> dict[str, Any]:
@@ -99,6 +104,8 @@ class Trigger:
             "owner_key": self.owner_key,
             "created": self.created,
             "state": self.state,
+            "declared": self.declared,
+            "managed": self.managed,
         }
         return {
             "id": self.id,
@@ -122,4 +129,6 @@ def from_row(row: dict[str, Any]) -> Trigger:
         paused=bool(row["paused"]),
         next_run=row["next_run"],
         state={**copy.deepcopy(EMPTY_STATE), **stored.get("state", {})},
+        declared=stored.get("declared"),
+        managed=stored.get("managed"),
     )

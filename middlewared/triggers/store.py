@@ -32,7 +32,9 @@ class TriggerStore:
         )
 
     async def save(self, trigger: Trigger) -> None:
-        await self.store.write([Op("update_trigger", trigger.row())])
+        # Every save sets the whole row: a later one in the same group commit replaces it
+        # (a busy webhook trigger's fires and job ends then cost one row write a commit).
+        await self.store.write([Op("update_trigger", trigger.row(), ("trigger", trigger.id))])
 
     async def delete(self, trigger_id: int) -> None:
         await self.store.write(

@@ -1,10 +1,10 @@
 """The ``filesystem.files`` collection: a path's event, published once its writes settle (seen
 by the watcher) or at once with its job as cause (the API's own writes, ``announce_written``).
 
-Who sees the events: the collection is not open to all, so a subscription needs an allow-list
-that grants ``filesystem.files`` (``filesystem.*`` does; administrators have it); the events
-have no owner, so the bus delivers them to full administrators (and to in-process listeners,
-which check their owners' rights themselves).
+Who sees the events: whoever's allow-list grants ``filesystem.files`` (``filesystem.*`` does;
+administrators have it), as a subscription to the collection needs: the files in the roots
+are no one's, so the events carry that grant instead of an owner, and each is checked against
+the subscriber's (or a trigger owner's) rights as they are when it is published.
 """
 
 from __future__ import annotations
@@ -180,10 +180,12 @@ class FileEvents:
             return
         if s is None:
             if settled.existed:
-                self._publish(Event(COLLECTION, REMOVED, settled.path))
+                self._publish(Event(COLLECTION, REMOVED, settled.path, granted=COLLECTION))
             return  # created and removed within the burst: nothing happened
         msg = CHANGED if settled.existed else ADDED
-        self._publish(Event(COLLECTION, msg, settled.path, fields(settled.path, s)))
+        self._publish(
+            Event(COLLECTION, msg, settled.path, fields(settled.path, s), granted=COLLECTION)
+        )
 
     def _publish(self, event: Event) -> None:
         self.published += 1
@@ -196,10 +198,12 @@ class FileEvents:
             self.echoes.expect(path, signature(s), self.clock())
         self.announced += 1
         if s is None:
-            event = Event(COLLECTION, REMOVED, path, cause=job_id)
+            event = Event(COLLECTION, REMOVED, path, cause=job_id, granted=COLLECTION)
         else:
             msg = ADDED if created else CHANGED
-            event = Event(COLLECTION, msg, path, fields(path, s, job_id), cause=job_id)
+            event = Event(
+                COLLECTION, msg, path, fields(path, s, job_id), cause=job_id, granted=COLLECTION
+            )
         self._publish(event)
 
     @contextlib.contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import filecmp
 import json
@@ -416,3 +417,21 @@ def test_midclt_errors_exit_1_with_the_reason(server: ServerProc, tmp_path: Path
     assert "midclt: No such file or directory: " in done.stderr
     done = midclt(server, "download", "filesystem.get", "{}", "x", str(dest))
     assert done.returncode == 2 and "not a JSON array" in done.stderr
+
+
+@pytest.mark.parametrize("chunks", [0, 2])
+async def test_client_download_of_a_job_failing_while_read(
+    server: ServerProc, tmp_path: Path, chunks: int
+) -> None:
+    """The Python client raises (never hangs, never keeps a short file) when the job fails
+    while it downloads."""
+    dest = tmp_path / "b.bin"
+    async with await connect(server) as c:
+        for _ in range(5):
+            with pytest.raises(MiddlewareError) as raised:
+                await asyncio.wait_for(
+                    c.download("test.broken_output", [chunks], "b.bin", dest), timeout=WAIT
+                )
+            assert not dest.exists() and leftovers(tmp_path) == []
+            if chunks == 0:
+                assert f"broken after {chunks} chunks" in str(raised.value)

@@ -116,6 +116,26 @@ def accept_errors(srv: ServerProc) -> list[str]:
     ]
 
 
+def ended_within(socks: list[socket.socket], deadline: float) -> int:
+    """How many of ``socks`` the server ended (EOF or reset) before ``deadline``."""
+    ended = 0
+    with selectors.DefaultSelector() as sel:
+        for sock in socks:
+            sel.register(sock, selectors.EVENT_READ)
+        while (left := deadline - time.monotonic()) > 0:
+            for key, _ in sel.select(left):
+                peer = key.fileobj
+                assert isinstance(peer, socket.socket)
+                try:
+                    data = peer.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    sel.unregister(peer)
+                    ended += 1
+    return ended
+
+
 def response_to(sock: socket.socket) -> tuple[int, dict[str, object]]:
     """Send a request on ``sock`` and read the whole answer: (status, JSON body)."""
     data = b""
@@ -254,10 +274,43 @@ def test_a_flood_that_never_logs_in_leaves_the_logged_in_working(
 
 def test_accept_errors_are_logged_once_an_interval(make_server: Callable[..., ServerProc]) -> None:
     # With no descriptor kept in reserve, the flood runs the server out of them: accept fails
-    # (EMFILE) again and again until the header deadline frees some; logged once.
-    srv = make_server(*FLOOD_DEADLINES, "--fd-reserve", "0", preexec=nofile(NOFILE))
+    # (EMFILE) again and again until the header deadline frees some; logged once. asyncio's
+    # loop reports each failure; uvloop's (libuv) closes what it cannot take (the next test).
+    srv = make_server(
+        *FLOOD_DEADLINES,
+        "--fd-reserve",
+        "0",
+        "--event-loop",
+        "asyncio",
+        preexec=nofile(NOFILE),
+    )
     halves = [half_request(srv) for _ in range(FLOOD)]
     read_to_end(halves)
     wait_for(lambda: _served(srv), "new connections served once the flood is gone")
     errors = accept_errors(srv)
     assert len(errors) == 1, errors
+
+
+def test_without_a_reserve_uvloop_closes_what_it_cannot_accept(
+    make_server: Callable[..., ServerProc],
+) -> None:
+    # libuv keeps one descriptor aside and, out of them, accepts and closes at once: the flood
+    # ends without spinning and the server serves again, but nothing says so (the reserve does).
+    pytest.importorskip("uvloop", reason="uvloop is a dependency where it has wheels")
+    srv = make_server(
+        *FLOOD_DEADLINES,
+        "--fd-reserve",
+        "0",
+        "--event-loop",
+        "uvloop",
+        preexec=nofile(NOFILE),
+    )
+    started = time.monotonic()
+    halves = [half_request(srv) for _ in range(FLOOD)]
+    # The header deadline (6 s) ends the connections the server took; before half of it has
+    # passed, only those libuv could not take have ended.
+    early = ended_within(halves, started + 3.0)
+    assert early, "no connection of the flood was closed before the header deadline"
+    read_to_end(halves)
+    wait_for(lambda: _served(srv), "new connections served once the flood is gone")
+    assert accept_errors(srv) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -78,3 +79,23 @@ def test_upload_download_round_trip(server: ServerProc, tmp_path: Path) -> None:
     done = run("upload_download.py", str(local), str(target), env=server_env(server))
     assert done.returncode == 1
     assert "already exists" in done.stderr
+
+
+def test_command_hello_runs_as_the_readme_shows(server: ServerProc) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MIDDLEWARED_", "MIDCLT_"))}
+    env.update(MIDCLT_URL=server.ws_url, MIDCLT_USER="root", MIDCLT_PASSWORD=server.password)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    done = subprocess.run(
+        ["sh", str(EXAMPLES / "command_hello.sh")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[1].endswith("stdout: hello from run 1")
+    assert lines[-2].endswith("stdout: pong")
+    (run,) = json.loads(lines[-1])
+    assert (run["counter"], run["status"]) == (1, "success")
+    assert "halfway" in done.stderr  # the progress bar

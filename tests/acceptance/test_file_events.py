@@ -58,7 +58,7 @@ async def watched(c: Raw, root: Path, **settings: Any) -> None:
 
 def about(path: str | Path) -> Callable[[dict[str, Any]], bool]:
     text = os.fsdecode(path)
-    return lambda n: n["params"]["collection"] == FILES and n["params"]["id"] == text
+    return lambda n: n["params"].get("collection") == FILES and n["params"].get("id") == text
 
 
 def under(folder: Path) -> Callable[[dict[str, Any]], bool]:
@@ -308,6 +308,7 @@ async def test_only_identities_granted_the_collection_may_subscribe(
             await admin.call(
                 "user.create", {"username": name, "password": "pw-" + name, "allowlist": allowlist}
             )
+    (root_of(fs_server) / f"listed-{tag}").write_text("x")  # the root is not empty alone
     async with raw(fs_server.ws_url, f"ls{tag}", f"pw-ls{tag}") as lister:
         assert await lister.call("filesystem.listdir", str(root_of(fs_server)))
         err = await lister.error("core.subscribe", FILES)
@@ -316,6 +317,38 @@ async def test_only_identities_granted_the_collection_may_subscribe(
         assert err["data"]["errname"] == "EACCES"
     async with raw(fs_server.ws_url, f"fs{tag}", f"pw-fs{tag}") as granted:
         assert await granted.call("core.subscribe", FILES)
+
+
+async def test_a_granted_user_hears_files_until_the_grant_is_taken_back(
+    fs_server: ServerProc,
+) -> None:
+    # Files in a root are no one's: their events reach whoever is granted the collection (not
+    # only full administrators), decided at each event from the rights as they are then.
+    tag = uuid.uuid4().hex[:6]
+    root = root_of(fs_server)
+    folder = root / f"granted-{tag}"
+    folder.mkdir()
+    async with raw(fs_server.ws_url, "root", fs_server.password) as admin:
+        await watched(admin, root)
+        uid = (
+            await admin.call(
+                "user.create",
+                {"username": f"g{tag}", "password": f"pw-g{tag}", "allowlist": ["filesystem.*"]},
+            )
+        )["id"]
+        await admin.call("core.subscribe", FILES)
+        async with raw(fs_server.ws_url, f"g{tag}", f"pw-g{tag}") as user:
+            await user.call("core.subscribe", FILES)
+            first = folder / "first.txt"
+            run_python("import sys; open(sys.argv[1], 'w').write('one')", str(first))
+            assert (await event(user, first))["msg"] == "added"
+            await admin.call("user.update", uid, {"allowlist": ["filesystem.listdir"]})
+            second = folder / "second.txt"
+            run_python("import sys; open(sys.argv[1], 'w').write('two')", str(second))
+            assert (await event(admin, second))["msg"] == "added"
+            # Whatever was published before this reply is in the user's socket before it.
+            await user.call("core.ping")
+            assert left_over(user, second) == []
 
 
 async def test_a_root_that_disappears_is_logged_once_and_the_others_are_still_watched(

@@ -366,3 +366,29 @@ async def test_pipe_not_opened_fails_at_once(server: ServerProc) -> None:
         err = await c.error("filesystem.get", "/x")
         assert "needs its output pipe" in err["data"]["reason"]
         assert err["data"]["errname"] == "EPIPE"
+
+
+@pytest.mark.parametrize("chunks", [0, 2])
+async def test_download_of_a_job_failing_while_read(
+    server: ServerProc, tmp_path: Path, chunks: int
+) -> None:
+    """A job that fails while its download is being read: before any byte the downloader gets
+    409 with the reason; after some bytes the connection is cut, so curl fails rather than
+    keep a short file. Never a hang (a 200 with a body that never ends was one, in CI)."""
+    out = tmp_path / "out.bin"
+    async with raw(server.ws_url, "root", server.password) as c:
+        for _ in range(5):
+            job_id, url = await c.call("core.download", "test.broken_output", [chunks], "b.bin")
+            done = await acurl(
+                "-w", "\n%{http_code}", "-o", str(out), server.url + url, check=False
+            )
+            record = await wait_job(c, job_id)
+            assert record["state"] == "FAILED"
+            if chunks == 0:
+                assert done.returncode == 0 and done.stdout.decode().strip() == "409"
+                body = json.loads(out.read_bytes())
+                assert f"broken after {chunks} chunks" in body["error"]
+            else:
+                # curl: 18 (partial file) or 56 (failure receiving data), never success.
+                assert done.returncode in (18, 56), done
+                assert out.stat().st_size <= chunks * 65536

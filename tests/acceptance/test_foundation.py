@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.serverproc import ServerProc
+from tests.snapshots import upload_config
 from tests.wsraw import raw
 
 
@@ -194,17 +195,7 @@ async def test_plugin_settings_are_validated_kept_and_restored(
     proc.restart()
     async with raw(proc.ws_url, "root", proc.password) as c:
         assert await c.call("settings.get", "hard") == {"colour": "blue", "level": 7}
-        code, body = await curl(
-            "-u",
-            f"root:{proc.password}",
-            "-F",
-            'data={"method": "config.upload", "params": []}',
-            "-F",
-            f"file=@{backup}",
-            f"{proc.url}/_upload",
-        )
-        assert code == 200, body
-        await c.call("core.job_wait", json.loads(body)["job_id"])
+        await upload_config(c, proc, backup)
         assert await c.call("settings.get", "hard") == {"colour": "red", "level": 7}
 
 

@@ -2037,6 +2037,7 @@ def test_batches_around_the_batch_and_inflight_bounds(
     @fuzz_settings(long_run, 40)
     @given(plan=bounded_batches())
     @example(plan=[Planned({"jsonrpc": "2.0", "method": "core.ping"}, None, ("result", "pong"))])
+    @example(plan=[])  # refused whole: each outcome checked below has an example of its own
     @example(plan=[*[job_call(i) for i in range(SMALL_INFLIGHT + 1)], job_call(9, notify=True)])
     def run(plan: list[Planned]) -> None:
         frame = json.dumps([m.obj for m in plan])
@@ -2217,6 +2218,8 @@ def test_bulk_calls_around_the_bound(
     @fuzz_settings(long_run, 30)
     @given(call=bulk_calls(), user=st.sampled_from(["root", BULK_USER]))
     @example(call=("test.subtract", [[5, 3]], []), user=BULK_USER)
+    # Every outcome checked below comes from an example, not from the luck of the draw.
+    @example(call=("test.echo", [[1], ["x"], [1, 2]], []), user=BULK_USER)
     @example(
         call=("core.bulk", [["test.keep", [[1], [2]]], ["test.echo", [[1]] * 6]], []), user="root"
     )

@@ -17,6 +17,7 @@ from typing import Any
 
 from tests.serverproc import ServerProc
 from tests.sinks import Certificate, make_certificate, smtp_server, webhook_receiver
+from tests.snapshots import upload_config
 from tests.wsraw import Raw, raw
 
 SMTP_PASSWORD = "smtp-password-7d1f0c"
@@ -325,16 +326,7 @@ async def test_notifiers_are_kept_by_config_save_and_upload(
             "notifier.create", {"name": "later", "kind": "mail", "to": ["b@example.com"]}
         )
         await c.call("mail.update", {"host": "other.example.com", "password": ""})
-        out = await curl(
-            "-u",
-            f"root:{proc.password}",
-            "-F",
-            'data={"method": "config.upload", "params": []}',
-            "-F",
-            f"file=@{backup}",
-            f"{proc.url}/_upload",
-        )
-        await c.call("core.job_wait", json.loads(out)["job_id"])
+        await upload_config(c, proc, backup)
         restored = await c.call("notifier.query")
         assert [(n["id"], n["name"]) for n in restored] == [(kept["id"], "kept")]
         config = await c.call("mail.config")

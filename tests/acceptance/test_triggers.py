@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tests.serverproc import ServerProc
 from tests.sinks import webhook_receiver
+from tests.snapshots import save_config, upload_config
 from tests.wsraw import Raw, raw
 
 SECRET = "a-webhook-secret-of-enough-length"
@@ -220,26 +221,9 @@ async def test_triggers_are_in_snapshots(make_server: Any, tmp_path: Path) -> No
             "trigger.create",
             {"type": "@cron", "arguments": "0 3 * * *", "method": "test.progress", "params": [1]},
         )
-        _, url = await c.call("core.download", "config.save", [{}], "b.db")
-        await asyncio.to_thread(
-            subprocess.run, ["curl", "-sf", "-o", str(backup), proc.url + url], check=True
-        )
+        await save_config(c, proc, backup)
         await c.call("trigger.delete", trig["id"])
-        out = await asyncio.to_thread(
-            subprocess.check_output,
-            [
-                "curl",
-                "-s",
-                "-u",
-                f"root:{proc.password}",
-                "-F",
-                'data={"method": "config.upload", "params": []}',
-                "-F",
-                f"file=@{backup}",
-                f"{proc.url}/_upload",
-            ],
-        )
-        await c.call("core.job_wait", json.loads(out)["job_id"])
+        await upload_config(c, proc, backup)
     proc.restart()
     async with raw(proc.ws_url, "root", proc.password) as c:
         (back,) = await c.call("trigger.query", [["id", "=", trig["id"]]])

@@ -75,6 +75,10 @@ def notifier_row(nid: int, name: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+def command_row(name: str) -> dict[str, Any]:
+    return {"name": name, "record": '{"commands":["true"]}', "runs": 0, "created": 3}
+
+
 def user_row(uid: int, username: str, admin: bool = True) -> dict[str, Any]:
     return {
         "id": uid,
@@ -137,6 +141,19 @@ class TestStoreContract:
             jsonc.loads((await store.fetch_one("get_job", id=3) or {})["record"])["state"]
             == "FAILED"
         )
+
+    async def test_a_keyed_write_is_replaced_by_a_later_one(self, store: Store) -> None:
+        """Writes queued together may be committed together; a keyed op a later op with the
+        same key replaces may be left out, and every write still resolves, in order."""
+        await store.write([Op("insert_job", job_row(1, "WAITING"))])
+        key = ("job", 1)
+        running = store.write([Op("update_job", job_row(1, "RUNNING"), key)])
+        other = store.write([Op("insert_job", job_row(2))])
+        ended = store.write([Op("update_job", job_row(1, "FAILED"), key)])
+        await asyncio.gather(running, other, ended)
+        record = jsonc.loads((await store.fetch_one("get_job", id=1) or {})["record"])
+        assert record["state"] == "FAILED"
+        assert await store.fetch_one("get_job", id=2) is not None
 
     async def test_retention_queries_are_per_owner(self, store: Store) -> None:
         rows = [job_row(i, owner_id=1) for i in range(1, 4)]
@@ -219,10 +236,70 @@ class TestStoreContract:
         assert [r["id"] for r in await store.fetch("all_notifiers")] == [2]
         assert await store.fetch_one("get_counter", name="notifiers") == {"value": 2}
 
+    async def test_commands_and_their_runs(self, store: Store) -> None:
+        await store.write([Op("insert_command", command_row("nightly"))])
+        with pytest.raises(CallError):
+            await store.write([Op("insert_command", command_row("nightly"))])
+        await store.write([Op("update_command", {**command_row("nightly"), "record": '{"a":2}'})])
+        run = {"command": "nightly", "job_id": 7, "started": 1}
+        await store.write(
+            [
+                Op("raise_command_runs", {"name": "nightly", "runs": 2}),
+                Op("raise_command_runs", {"name": "nightly", "runs": 1}),
+                Op("insert_command_run", {**run, "counter": 1}),
+                Op("insert_command_run", {**run, "counter": 2, "job_id": 8}),
+                Op(
+                    "set_command_run_process",
+                    {
+                        "command": "nightly",
+                        "counter": 2,
+                        "pgid": 99,
+                        "boot_id": "b",
+                        "pid_start": 5,
+                    },
+                ),
+            ]
+        )
+        assert await store.fetch("get_command", name="nightly") == [
+            {"name": "nightly", "record": '{"a":2}', "runs": 2, "created": 3}
+        ]
+        assert await store.fetch("running_command_runs") == [
+            {
+                "command": "nightly",
+                "counter": c,
+                "job_id": j,
+                "pgid": p,
+                "boot_id": b,
+                "pid_start": t,
+            }
+            for c, j, p, b, t in ((1, 7, None, None, None), (2, 8, 99, "b", 5))
+        ]
+        end = {"command": "nightly", "counter": 2, "status": "fail", "state": "FAILED"}
+        await store.write([Op("end_command_run", {**end, "finished": 9})])
+        runs = await store.fetch("command_runs", command="nightly")
+        assert [(r["counter"], r["status"], r["state"], r["finished"]) for r in runs] == [
+            (2, "fail", "FAILED", 9),
+            (1, "running", None, None),
+        ]
+        assert [r["counter"] for r in await store.fetch("running_command_runs")] == [1]
+        assert await store.fetch_one("last_command_run", command="nightly") == {"counter": 2}
+        assert await store.fetch_one("last_command_run", command="x") == {"counter": None}
+        await store.write([Op("delete_command_run", {"command": "nightly", "counter": 1})])
+        assert len(await store.fetch("command_runs", command="nightly")) == 1
+        await store.write(
+            [
+                Op("delete_command", {"name": "nightly"}),
+                Op("delete_command_runs", {"command": "nightly"}),
+            ]
+        )
+        assert await store.fetch("all_commands") == []
+        assert await store.fetch("command_runs", command="nightly") == []
+
     async def test_a_snapshot_restores_into_any_backend(self, store: Store, tmp_path: Path) -> None:
         await store.write(
             [
                 Op("insert_user", user_row(1, "root")),
+                Op("insert_command", command_row("kept")),
                 Op("insert_notifier", notifier_row(1, "kept")),
                 Op("set_settings", {"namespace": "x", "value": '{"a":1}'}),
                 Op("insert_job", job_row(1)),
@@ -234,6 +311,7 @@ class TestStoreContract:
         await store.write(
             [
                 Op("insert_user", user_row(2, "later")),
+                Op("insert_command", command_row("later")),
                 Op("insert_notifier", notifier_row(2, "later")),
                 Op("set_settings", {"namespace": "x", "value": '{"a":9}'}),
                 Op("insert_job", job_row(2)),
@@ -255,6 +333,7 @@ class TestStoreContract:
                 assert await target.restore(copy) == SCHEMA_VERSION
                 assert [u["username"] for u in await target.fetch("all_users")] == ["root"]
                 assert [n["name"] for n in await target.fetch("all_notifiers")] == ["kept"]
+                assert [n["name"] for n in await target.fetch("all_commands")] == ["kept"]
                 assert await target.fetch("all_settings") == [
                     {"namespace": "x", "value": '{"a":1}'}
                 ]

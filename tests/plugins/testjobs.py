@@ -233,3 +233,18 @@ async def late_reader(ctx: CallContext, job: Job, gate: str) -> int:
 async def echo_job(ctx: CallContext, job: Job, value: Any) -> Any:
     """A job returning the value given (a trigger with pass_event gives its events)."""
     return value
+
+
+@registry.method(
+    params=[Param("chunks", {"type": "integer", "minimum": 0, "maximum": 4})],
+    job=JobOptions(pipes=frozenset({"output"})),
+)
+async def broken_output(ctx: CallContext, job: Job, chunks: int) -> None:
+    """Write ``chunks`` chunks of 64 KiB for download, wait until a downloader is reading,
+    then fail."""
+    output = job.pipes.output
+    assert output is not None
+    for _ in range(chunks):
+        await output.write(b"x" * 65536)
+    await output.reader_attached.wait()
+    raise CallError(f"broken after {chunks} chunks")

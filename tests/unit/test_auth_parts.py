@@ -660,3 +660,11 @@ def test_secrets_are_random_and_url_safe() -> None:
     allowed = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
     assert all(set(v) <= allowed for v in values)
     assert len(generate_password()) >= 20
+
+
+def test_no_secret_begins_with_a_dash() -> None:
+    # One in 64 did, and `midclt -T <token>` then read the token as an option
+    # ("expected one argument"): a CI run failed on such a token.
+    drawn = [new_secret(9) for _ in range(5000)] + [generate_password() for _ in range(500)]
+    assert not [s for s in drawn if s.startswith("-")]
+    assert sum(s.startswith("_") for s in drawn) > 20  # still drawn from the whole alphabet

@@ -14,6 +14,7 @@ from middlewared.errors import CallError, NotFound, ValidationErrors
 from middlewared.jobs.job import ENDED, InvalidTransition, Job, JobState
 from middlewared.jobs.logs import JobLog
 from middlewared.registry import JobOptions
+from middlewared.store.base import Op, latest
 
 ALICE = Credentials(
     "alice",
@@ -411,3 +412,17 @@ async def test_a_snapshot_is_always_encodable() -> None:
     assert snap.encoded.isascii()
     assert snap.record["progress"] == {"percent": 40.0, "description": "caf\udce9", "extra": None}
     assert snap.record["arguments"] == ["tank", "********"]
+
+
+def test_latest_keeps_the_last_op_of_each_key_in_order() -> None:
+    ops = [
+        Op("update_job", {"n": 1}, ("job", 1)),
+        Op("insert_job", {"n": 2}),
+        Op("update_job", {"n": 3}, ("job", 2)),
+        Op("update_job", {"n": 4}, ("job", 1)),
+        Op("raise_counter", {"n": 5}),
+        Op("raise_counter", {"n": 6}),
+    ]
+    assert [op.params["n"] for op in latest(ops)] == [2, 3, 4, 5, 6]
+    unkeyed = ops[1:2] + ops[4:]
+    assert latest(unkeyed) == unkeyed

@@ -590,7 +590,20 @@ def _oracles() -> list[Any] | None:
     checker = base.TYPE_CHECKER.redefine(
         "integer", lambda _, v: isinstance(v, int) and not isinstance(v, bool)
     )
-    oracle_class = jsonschema.validators.extend(base, type_checker=checker)
+    equal = importlib.import_module("jsonschema._utils").equal
+
+    def unique_items(validator: Any, unique: bool, instance: Any, schema: Any) -> Any:
+        """jsonschema's own check sorts the items first and its sort takes True for 1, so
+        it passes [[1, 0, False], [True, False, False], [1, 0, False]]: compare each pair."""
+        if unique and validator.is_type(instance, "array"):
+            for i, item in enumerate(instance):
+                if any(equal(item, other) for other in instance[i + 1 :]):
+                    yield jsonschema.ValidationError(f"{instance!r} has non-unique elements")
+                    return
+
+    oracle_class = jsonschema.validators.extend(
+        base, validators={"uniqueItems": unique_items}, type_checker=checker
+    )
     return [oracle_class(schema) for schema in ORACLE_SCHEMAS]
 
 
@@ -647,3 +660,12 @@ def test_integral_float_is_not_an_integer_unlike_jsonschema() -> None:
     # The one documented divergence from JSON Schema, which treats 1.0 as an integer.
     assert not compile_schema({"type": "integer"}).is_valid(1.0)
     assert compile_schema({"type": "number"}).is_valid(1.0)
+
+
+def test_unique_items_with_booleans_beside_numbers() -> None:
+    """The case jsonschema's sorted check misses (found by the oracle test): a repeat
+    separated by an item that sorts equal to it (True == 1 in Python, not in JSON)."""
+    value = [[1, 0, False], [True, False, False], [1, 0, False]]
+    validator = compile_schema({"type": "array", "uniqueItems": True})
+    assert not validator.is_valid(value)
+    assert validator.is_valid([[1, 0, False], [True, False, False]])

@@ -149,6 +149,9 @@ WHERE NOT EXISTS (SELECT 1 FROM trigger_fires f WHERE f.trigger_id = b.trigger_i
 DELETE FROM notifiers;
 INSERT INTO notifiers (id, name, kind, recipients, url, secret, created)
 SELECT id, name, kind, recipients, url, secret, created FROM bak.notifiers;
+DELETE FROM commands;
+INSERT INTO commands (name, record, runs, created)
+SELECT name, record, runs, created FROM bak.commands;
 INSERT INTO jobs (id, method, state, owner, owner_id, api_key_id, origin, lock_key, attempt,
                   run_after, node, description, time_started, time_finished, progress_percent, error,
                   retry_on_restart, record)
@@ -203,3 +206,52 @@ ON CONFLICT (trigger_id) DO UPDATE SET fires_at = excluded.fires_at, events = ex
 
 -- name: close_trigger_window
 DELETE FROM trigger_windows WHERE trigger_id = :trigger_id;
+
+-- name: all_commands
+SELECT name, record, runs, created FROM commands ORDER BY name;
+
+-- name: get_command
+SELECT name, record, runs, created FROM commands WHERE name = :name;
+
+-- name: insert_command
+INSERT INTO commands (name, record, runs, created) VALUES (:name, :record, :runs, :created);
+
+-- name: update_command
+UPDATE commands SET record = :record WHERE name = :name;
+
+-- name: raise_command_runs
+UPDATE commands SET runs = :runs WHERE name = :name AND runs < :runs;
+
+-- name: delete_command
+DELETE FROM commands WHERE name = :name;
+
+-- name: command_runs
+SELECT command, counter, job_id, status, state, started, finished FROM command_runs
+WHERE command = :command ORDER BY counter DESC;
+
+-- name: last_command_run
+SELECT MAX(counter) AS counter FROM command_runs WHERE command = :command;
+
+-- name: running_command_runs
+SELECT command, counter, job_id, pgid, boot_id, pid_start FROM command_runs
+WHERE status = 'running' ORDER BY command, counter;
+
+-- name: insert_command_run
+INSERT INTO command_runs (command, counter, job_id, status, state, started, finished, pgid,
+                          boot_id, pid_start)
+VALUES (:command, :counter, :job_id, 'running', NULL, :started, NULL, NULL, NULL, NULL);
+
+-- name: set_command_run_process
+UPDATE command_runs SET pgid = :pgid, boot_id = :boot_id, pid_start = :pid_start
+WHERE command = :command AND counter = :counter;
+
+-- name: end_command_run
+UPDATE command_runs SET status = :status, state = :state, finished = :finished, pgid = NULL,
+       boot_id = NULL, pid_start = NULL
+WHERE command = :command AND counter = :counter;
+
+-- name: delete_command_run
+DELETE FROM command_runs WHERE command = :command AND counter = :counter;
+
+-- name: delete_command_runs
+DELETE FROM command_runs WHERE command = :command;
