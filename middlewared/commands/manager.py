@@ -123,6 +123,7 @@ class CommandManager:
         book, boot = self.book, self.boot
         return runner.RunHooks(
             output=job.log_bytes,
+            output_full=job.log_full,
             progress=lambda p: job.set_progress(
                 p.get("percent"), p.get("description"), p.get("extra")
             ),
