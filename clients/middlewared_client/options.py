@@ -71,6 +71,9 @@ class ClientOptions:
     connect_timeout: float = 10.0
     max_size: int | None = DEFAULT_MAX_SIZE
     ping_interval: float | None = 20.0
+    # wss:// and https:// verify against this CA file (a server's self-signed certificate)
+    # instead of the system's CAs.
+    cafile: str | None = None
 
     def __post_init__(self) -> None:
         if self.call_timeout is not None and self.call_timeout <= 0:

@@ -177,6 +177,8 @@ class CommandManager:
         )
         if token is not None:
             env["MIDDLEWARED_TOKEN"] = token
+        if self.app.cafile is not None:
+            env["MIDDLEWARED_CAFILE"] = str(self.app.cafile)
         return env
 
     async def _end(
