@@ -87,6 +87,8 @@ class Middleware:
         self.port = config.port
         # The self-signed certificate served (--tls-self-signed): commands verify against it.
         self.cafile: Path | None = None
+        # RFC 5929 tls-server-end-point of the certificate served (SCRAM channel binding).
+        self.tls_end_point: bytes | None = None
         self.registries: list[Registry] = []
         self.routes: list[Route] = []
         self.sessions: set[Session] = set()

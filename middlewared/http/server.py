@@ -156,6 +156,8 @@ async def serve(app: Middleware) -> None:
     app.port = port
     if transports.tls_self_signed and certificate is not None:
         app.cafile = certificate[0]
+    if certificate is not None:
+        app.tls_end_point = tls.end_point(certificate[0])
     settle_collector()
     scheme = "https" if ssl_context is not None else "http"
     if certificate is not None:

@@ -58,6 +58,18 @@ def fingerprint(cert: Path) -> str:
     return ":".join(f"{b:02X}" for b in digest)
 
 
+def end_point(cert: Path) -> bytes | None:
+    """RFC 5929 tls-server-end-point of the served certificate (the first of a chain); None
+    when it has none (an Ed25519 certificate): SCRAM binding is then refused."""
+    from middlewared.auth.scram import ScramFailed, tls_server_end_point
+
+    loaded = x509.load_pem_x509_certificate(cert.read_bytes())
+    try:
+        return tls_server_end_point(loaded)
+    except ScramFailed:
+        return None
+
+
 def make_self_signed(cert: Path, key: Path, host: str | None = None) -> None:
     """An ECDSA P-256 key and a certificate for localhost, 127.0.0.1, ::1 and this host's
     name, valid for 825 days; the key is written 0600 before anything is in it."""

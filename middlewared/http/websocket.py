@@ -81,6 +81,9 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     )
     await ws.prepare(request)
     session = Session(app, AiohttpTransport(ws, request), client_address(request))
+    session.tls = request.transport is not None and (
+        request.transport.get_extra_info("ssl_object") is not None
+    )
     guard.source = session
     closing: list[asyncio.Task[None]] = []
     settle = _login_deadline(request, session, closing)

@@ -9,13 +9,14 @@ from typing import Any
 from middlewared.auth.credentials import Identity
 from middlewared.context import CallContext
 from middlewared.registry import Access, Param, Registry
+from middlewared.services import scram_login
 from middlewared.services.core import app_of, session
 
 log = logging.getLogger(__name__)
 
 registry = Registry("auth", "Authentication")
 
-MECHANISMS = ["PASSWORD_PLAIN", "API_KEY_PLAIN", "TOKEN_PLAIN"]
+MECHANISMS = ["PASSWORD_PLAIN", "API_KEY_PLAIN", "TOKEN_PLAIN", "SCRAM"]
 STRING = {"type": "string"}
 
 
@@ -56,7 +57,11 @@ async def _api_key(ctx: CallContext, key: str, username: str | None = None) -> b
     async def check() -> Identity | None:
         return app_of(ctx).directory.check_api_key(key, username)
 
-    return await _login(ctx, "api key", check)
+    ok = await _login(ctx, "api key", check)
+    if ok:
+        # A key made before SCRAM gets its secrets now (once).
+        await app_of(ctx).directory.add_scram(key)
+    return ok
 
 
 async def _token(ctx: CallContext, token: str) -> bool:
@@ -112,6 +117,8 @@ LOGIN_EX = {
         "password": STRING,
         "api_key": STRING,
         "token": STRING,
+        "scram_type": {"enum": ["CLIENT_FIRST_MESSAGE", "CLIENT_FINAL_MESSAGE"]},
+        "rfc_str": {"type": "string", "maxLength": 4096},
         "login_options": {"type": "object"},
     },
     "required": ["mechanism"],
@@ -124,8 +131,21 @@ LOGIN_EX = {
 async def login_ex(ctx: CallContext, data: dict[str, Any]) -> dict[str, Any]:
     """TrueNAS's newer login: ``{"mechanism": "PASSWORD_PLAIN", "username", "password"}``,
     ``{"mechanism": "API_KEY_PLAIN", "username", "api_key"}`` or
-    ``{"mechanism": "TOKEN_PLAIN", "token"}``. Answers ``response_type`` SUCCESS or AUTH_ERR."""
+    ``{"mechanism": "TOKEN_PLAIN", "token"}``. Answers ``response_type`` SUCCESS or AUTH_ERR.
+
+    ``{"mechanism": "SCRAM", "scram_type": "CLIENT_FIRST_MESSAGE" | "CLIENT_FINAL_MESSAGE",
+    "rfc_str"}``: TrueNAS 26's SCRAM-SHA-512 exchange for API keys (the key never crosses
+    the wire), answered with ``SCRAM_RESPONSE`` (``scram_type`` ``SERVER_FIRST_RESPONSE``
+    then ``SERVER_FINAL_RESPONSE`` with ``user_info``) or ``AUTH_ERR``; bound to the TLS
+    certificate (``p=tls-server-end-point``) when the client asks, over TLS only."""
     mechanism = data["mechanism"]
+    if mechanism == "SCRAM":
+        rfc_str = data.get("rfc_str", "")
+        if data.get("scram_type") == "CLIENT_FIRST_MESSAGE":
+            return scram_login.first(ctx, rfc_str)
+        if data.get("scram_type") == "CLIENT_FINAL_MESSAGE":
+            return scram_login.final(ctx, rfc_str, _me)
+        return {"response_type": "AUTH_ERR"}
     if mechanism == "PASSWORD_PLAIN":
         ok = await _password(ctx, data.get("username", ""), data.get("password", ""))
     elif mechanism == "API_KEY_PLAIN":

@@ -41,6 +41,7 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
         "allowlist",
         "created",
         "expires",
+        "scram",
     ),
     "triggers": ("id", "type", "owner_id", "paused", "next_run", "hook_path", "record"),
     "trigger_fires": ("trigger_id", "due", "job_id"),

@@ -88,8 +88,11 @@ SELECT id, username, full_name, password_hash, admin, locked, allowlist, created
 FROM users ORDER BY id;
 
 -- name: insert_api_key
-INSERT INTO api_keys (id, name, username, user_id, key_hash, allowlist, created, expires)
-VALUES (:id, :name, :username, :user_id, :key_hash, :allowlist, :created, :expires);
+INSERT INTO api_keys (id, name, username, user_id, key_hash, allowlist, created, expires, scram)
+VALUES (:id, :name, :username, :user_id, :key_hash, :allowlist, :created, :expires, :scram);
+
+-- name: set_api_key_scram
+UPDATE api_keys SET scram = :scram WHERE id = :id;
 
 -- name: update_api_key
 UPDATE api_keys SET name = :name, allowlist = :allowlist, expires = :expires WHERE id = :id;
@@ -101,7 +104,7 @@ DELETE FROM api_keys WHERE id = :id;
 DELETE FROM api_keys WHERE user_id = :user_id;
 
 -- name: all_api_keys
-SELECT id, name, user_id, key_hash, allowlist, created, expires FROM api_keys ORDER BY id;
+SELECT id, name, user_id, key_hash, allowlist, created, expires, scram FROM api_keys ORDER BY id;
 
 -- name: all_settings
 SELECT namespace, value FROM settings ORDER BY namespace;
@@ -131,8 +134,8 @@ DELETE FROM users;
 INSERT INTO users (id, username, full_name, password_hash, admin, locked, allowlist, created)
 SELECT id, username, full_name, password_hash, admin, locked, allowlist, created FROM bak.users;
 DELETE FROM api_keys;
-INSERT INTO api_keys (id, name, username, user_id, key_hash, allowlist, created, expires)
-SELECT id, name, username, user_id, key_hash, allowlist, created, expires FROM bak.api_keys;
+INSERT INTO api_keys (id, name, username, user_id, key_hash, allowlist, created, expires, scram)
+SELECT id, name, username, user_id, key_hash, allowlist, created, expires, scram FROM bak.api_keys;
 DELETE FROM meta;
 INSERT INTO meta (name, value) SELECT name, value FROM bak.meta;
 DELETE FROM settings;
