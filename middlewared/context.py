@@ -42,6 +42,8 @@ class SessionApi(Protocol):
     # Over TLS (SCRAM may bind to the certificate); the SCRAM exchange under way, if any.
     tls: bool
     scram: Any
+    # A password login waiting for its two-factor code, if any.
+    otp: Any
 
     def login(self, identity: Identity) -> Credentials | None: ...
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import os
 import sys
 from collections.abc import Mapping
@@ -50,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-P", "--password", help="password")
     parser.add_argument("-K", "--api-key", help="API key")
     parser.add_argument("-T", "--token", help="a token (auth.generate_token, a command run's)")
+    parser.add_argument(
+        "--otp-token",
+        help="the two-factor code, when the user has two-factor on (asked for on a terminal)",
+    )
     parser.add_argument(
         "--cafile",
         help="verify wss:// against this CA file, e.g. the server's self-signed certificate "
@@ -119,7 +124,20 @@ def credentials(
         parser.error("-U needs -P")
     if password is not None and not user:
         user = "root"
-    return Credentials(username=user, password=password, api_key=api_key, token=token)
+    otp = args.otp_token or env.get("MIDCLT_OTP_TOKEN") or None
+    prompt = _ask_code if password is not None and otp is None and sys.stdin.isatty() else None
+    return Credentials(
+        username=user,
+        password=password,
+        api_key=api_key,
+        token=token,
+        otp_token=otp,
+        otp_prompt=prompt,
+    )
+
+
+def _ask_code() -> str:
+    return getpass.getpass("Two-factor code: ")
 
 
 async def _call(client: AsyncClient, args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ from middlewared.auth.credentials import (
 from middlewared.auth.grants import Grants
 from middlewared.auth.passwords import HashPool, hash_key, new_secret, same_hash
 from middlewared.auth.scram import ScramSecrets
+from middlewared.auth.twofactor import TwoFactor
 from middlewared.errors import CallError, NotFound, ValidationErrors
 from middlewared.store.base import Op, Store
 
@@ -42,6 +43,7 @@ class User:
     locked: bool
     allowlist: tuple[str, ...]
     created: int
+    twofactor: TwoFactor | None = None
 
     @property
     def usable_admin(self) -> bool:
@@ -57,6 +59,7 @@ class User:
             "locked": self.locked,
             "allowlist": list(self.allowlist),
             "password_set": self.password_hash is not None,
+            "twofactor_auth_configured": self.twofactor is not None,
             "created": {"$date": self.created},
         }
 
@@ -70,6 +73,7 @@ class User:
             "locked": int(self.locked),
             "allowlist": jsonc.dumps(list(self.allowlist)),
             "created": self.created,
+            "twofactor": None if self.twofactor is None else jsonc.dumps(self.twofactor.record()),
         }
 
 
@@ -159,6 +163,9 @@ class Directory:
                 bool(r["locked"]),
                 tuple(jsonc.loads(r["allowlist"])),
                 int(r["created"]),
+                None
+                if r["twofactor"] is None
+                else TwoFactor.from_record(jsonc.loads(r["twofactor"])),
             )
         for r in await self.store.fetch("all_api_keys"):
             self.keys[int(r["id"])] = ApiKey(
@@ -318,6 +325,32 @@ class Directory:
         self._changed()
         log.info("user %d (%s) updated", uid, new.username)
         return new
+
+    async def set_twofactor(self, uid: int, twofactor: TwoFactor | None) -> User:
+        """Give user ``uid`` a new two-factor secret, or take it away (None)."""
+        new = replace(self._user(uid), twofactor=twofactor)
+        await self.store.write([Op("update_user", new.row())])
+        self.users[uid] = new
+        self._changed()
+        log.info("user %d: two-factor secret %s", uid, "renewed" if twofactor else "removed")
+        return new
+
+    async def use_code(self, uid: int, code: str, window: int) -> bool:
+        """Whether ``code`` is user ``uid``'s current two-factor code; a code that passes is
+        used up (stored before the answer), as are those before it."""
+        user = self.users.get(uid)
+        if user is None or user.twofactor is None:
+            return False
+        checked = user.twofactor.check(code, window)
+        if checked is None:
+            return False
+        current = self.users.get(uid)
+        if current is None or current.twofactor != user.twofactor:
+            return False  # changed meanwhile (another login used a code): try again
+        new = replace(current, twofactor=checked)
+        self.users[uid] = new
+        await self.store.write([Op("update_user", new.row())])
+        return True
 
     async def delete_user(self, uid: int) -> None:
         user = self._user(uid)

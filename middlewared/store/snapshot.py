@@ -31,6 +31,7 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
         "locked",
         "allowlist",
         "created",
+        "twofactor",
     ),
     "api_keys": (
         "id",

@@ -115,6 +115,8 @@ class Session:
         self.tls = False
         # A SCRAM exchange under way (at most one a connection: a new one replaces it).
         self.scram: Any = None
+        # A password login waiting for its two-factor code (auth.login_ex_continue).
+        self.otp: Any = None
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:

@@ -72,19 +72,21 @@ DELETE FROM jobs WHERE id = :id;
 SELECT owner_id, method, api_key_id FROM jobs WHERE id = :id;
 
 -- name: insert_user
-INSERT INTO users (id, username, full_name, password_hash, admin, locked, allowlist, created)
-VALUES (:id, :username, :full_name, :password_hash, :admin, :locked, :allowlist, :created);
+INSERT INTO users (id, username, full_name, password_hash, admin, locked, allowlist, created,
+                   twofactor)
+VALUES (:id, :username, :full_name, :password_hash, :admin, :locked, :allowlist, :created,
+        :twofactor);
 
 -- name: update_user
 UPDATE users SET username = :username, full_name = :full_name, password_hash = :password_hash,
-       admin = :admin, locked = :locked, allowlist = :allowlist
+       admin = :admin, locked = :locked, allowlist = :allowlist, twofactor = :twofactor
 WHERE id = :id;
 
 -- name: delete_user
 DELETE FROM users WHERE id = :id;
 
 -- name: all_users
-SELECT id, username, full_name, password_hash, admin, locked, allowlist, created
+SELECT id, username, full_name, password_hash, admin, locked, allowlist, created, twofactor
 FROM users ORDER BY id;
 
 -- name: insert_api_key
@@ -131,8 +133,10 @@ SELECT id, name, kind, recipients, url, secret, created FROM notifiers ORDER BY 
 -- name: restore_config
 -- Runs with the snapshot attached as "bak", in one transaction.
 DELETE FROM users;
-INSERT INTO users (id, username, full_name, password_hash, admin, locked, allowlist, created)
-SELECT id, username, full_name, password_hash, admin, locked, allowlist, created FROM bak.users;
+INSERT INTO users (id, username, full_name, password_hash, admin, locked, allowlist, created,
+                   twofactor)
+SELECT id, username, full_name, password_hash, admin, locked, allowlist, created, twofactor
+FROM bak.users;
 DELETE FROM api_keys;
 INSERT INTO api_keys (id, name, username, user_id, key_hash, allowlist, created, expires, scram)
 SELECT id, name, username, user_id, key_hash, allowlist, created, expires, scram FROM bak.api_keys;
