@@ -19,7 +19,7 @@ from middlewared.http.fds import throttle_accept_errors
 from middlewared.http.keys import ADMISSION, MIDDLEWARE
 from middlewared.http.routes import mount_route
 from middlewared.http.upload import upload_handler
-from middlewared.http.websocket import websocket_handler
+from middlewared.http.websocket import legacy_handler, websocket_handler
 from middlewared.ws.session import Session
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,7 @@ def build_app(app: Middleware, admission: Admission) -> web.Application:
     web_app[MIDDLEWARE] = app
     web_app[ADMISSION] = admission
     web_app.router.add_get("/api/current", websocket_handler)
+    web_app.router.add_get("/websocket", legacy_handler)
     web_app.router.add_post("/_upload", upload_handler)
     web_app.router.add_post("/_upload/", upload_handler)
     web_app.router.add_get("/_download/{job_id}", download_handler)

@@ -10,12 +10,12 @@ from collections.abc import Callable
 from aiohttp import WSMsgType, web
 
 from middlewared.app import Middleware
-from middlewared.http import unixsock
+from middlewared.http import legacy, unixsock
 from middlewared.http.aiohttp_private import GuardedWebSocketResponse
 from middlewared.http.frameguard import FixedLimit, FrameGuard
 from middlewared.http.keys import ADMISSION, MIDDLEWARE
 from middlewared.http.wsframes import text_frame
-from middlewared.ws.session import Session
+from middlewared.ws.session import Session, Transport
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,18 @@ def client_address(request: web.Request) -> str:
 
 
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
+    """GET /api/current: JSON-RPC 2.0."""
+    return await _serve(request, None)
+
+
+async def legacy_handler(request: web.Request) -> web.WebSocketResponse:
+    """GET /websocket: TrueNAS's older protocol, translated at the edge (http/legacy.py)."""
+    return await _serve(request, legacy.LegacyState())
+
+
+async def _serve(
+    request: web.Request, legacy_state: legacy.LegacyState | None
+) -> web.WebSocketResponse:
     app: Middleware = request.app[MIDDLEWARE]
     limits = app.config.limits
     # The guard enforces masking and the frame limit that applies now (smaller before login)
@@ -80,7 +92,13 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
         guard, max_msg_size=limits.max_frame + 1, heartbeat=None, compress=False, timeout=2.0
     )
     await ws.prepare(request)
-    session = Session(app, AiohttpTransport(ws, request), client_address(request))
+    transport: Transport = AiohttpTransport(ws, request)
+    if legacy_state is not None:
+        transport = legacy.LegacyTransport(transport, legacy_state)
+    session = Session(app, transport, client_address(request))
+    if legacy_state is not None:
+        # The older protocol answers a job call at once with the job's id.
+        session.set_options({"legacy_jobs": True})
     session.tls = request.transport is not None and (
         request.transport.get_extra_info("ssl_object") is not None
     )
@@ -94,7 +112,8 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     # The messages are read in a task of their own: under the handler, each one would
     # resume every middleware's frame too (1 µs of a 19 µs call). Cancelling the handler
     # (the connection is gone) cancels the task it awaits.
-    reader = asyncio.create_task(_read(ws, session), name=f"ws-{session.remote}")
+    read = _read(ws, session) if legacy_state is None else _read_legacy(ws, session, legacy_state)
+    reader = asyncio.create_task(read, name=f"ws-{session.remote}")
     try:
         await reader
     finally:
@@ -108,6 +127,23 @@ async def _read(ws: web.WebSocketResponse, session: Session) -> None:
     async for msg in ws:
         if msg.type is WSMsgType.TEXT:
             await session.on_text(msg.data)
+        elif msg.type is WSMsgType.BINARY:
+            await session.on_binary()
+        elif msg.type is WSMsgType.ERROR:
+            log.info("session %s: %s", session.remote, ws.exception())
+            break
+
+
+async def _read_legacy(
+    ws: web.WebSocketResponse, session: Session, state: legacy.LegacyState
+) -> None:
+    async for msg in ws:
+        if msg.type is WSMsgType.TEXT:
+            call, answer = legacy.translate_in(state, msg.data)
+            if answer is not None:
+                await ws.send_str(answer)
+            if call is not None:
+                await session.on_text(call)
         elif msg.type is WSMsgType.BINARY:
             await session.on_binary()
         elif msg.type is WSMsgType.ERROR:

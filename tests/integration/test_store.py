@@ -378,6 +378,7 @@ def admin_row(user_id: int, username: str) -> Op:
             "locked": 0,
             "allowlist": jsonc.dumps([]),
             "created": 0,
+            "twofactor": None,
         },
     )
 

@@ -89,6 +89,7 @@ def user_row(uid: int, username: str, admin: bool = True) -> dict[str, Any]:
         "locked": 0,
         "allowlist": "[]",
         "created": 5,
+        "twofactor": None,
     }
 
 
@@ -195,11 +196,17 @@ class TestStoreContract:
             "allowlist": "[]",
             "created": 1,
             "expires": None,
+            "scram": None,
         }
         await store.write([Op("insert_api_key", key)])
         await store.write([Op("update_api_key", {**key, "name": "k2", "expires": 9})])
+        await store.write([Op("set_api_key_scram", {**key, "scram": '{"iterations":1}'})])
         (k,) = await store.fetch("all_api_keys")
         assert (k["name"], k["user_id"], k["expires"]) == ("k2", 2, 9)
+        assert k["scram"] == '{"iterations":1}'
+        two = {**user_row(2, "al2", False), "locked": 1, "twofactor": '{"secret":"S"}'}
+        await store.write([Op("update_user", two)])
+        assert [u["twofactor"] for u in await store.fetch("all_users")] == [None, '{"secret":"S"}']
         await store.write(
             [Op("delete_user", {"id": 2}), Op("delete_user_api_keys", {"user_id": 2})]
         )
