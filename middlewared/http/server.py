@@ -141,6 +141,7 @@ async def serve(app: Middleware) -> None:
     port = int(listener.sockets[0].getsockname()[1])
     app.port = port
     settle_collector()
+    app.hooks.launched(port)
     print(f"middlewared listening on http://{config.host}:{port}", flush=True)
     log.info("listening on %s:%d, data dir %s", config.host, port, config.data_dir)
     stop = asyncio.Event()
