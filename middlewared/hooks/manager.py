@@ -113,6 +113,18 @@ class Hooks:
     def runs(self, limit: int) -> list[dict[str, Any]]:
         return self.log.last(limit)
 
+    def status(self) -> dict[str, Any]:
+        pool = self.pool
+        counters = pool.counters if pool is not None else None
+        return {
+            "directory": None if self.scripts is None else str(self.scripts.path),
+            "on_api": self.config.on_api,
+            "running": pool.running if pool is not None else 0,
+            "waiting": pool.waiting if pool is not None else 0,
+            "finished": counters.finished if counters is not None else 0,
+            "dropped": counters.dropped if counters is not None else 0,
+        }
+
     # -- events ---------------------------------------------------------------------------
     def launched(self, port: int) -> None:
         """The server listens on ``port``."""

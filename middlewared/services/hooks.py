@@ -49,3 +49,24 @@ async def runs(ctx: CallContext, limit: int) -> list[dict[str, Any]]:
     why a run never started. Empty without ``--trigger-dir``. Administrators only: the
     arguments show what callers did."""
     return app_of(ctx).hooks.runs(limit)
+
+
+@registry.method(
+    returns={
+        "type": "object",
+        "properties": {
+            "directory": {"type": ["string", "null"]},
+            "on_api": {"type": "boolean"},
+            "running": {"type": "integer"},
+            "waiting": {"type": "integer"},
+            "finished": {"type": "integer"},
+            "dropped": {"type": "integer"},
+        },
+    },
+    access=Access.ADMIN,
+)
+async def status(ctx: CallContext) -> dict[str, Any]:
+    """Hook scripts now: ``{directory, on_api, running, waiting, finished, dropped}``.
+    ``dropped`` counts runs never made because their script's waiting runs were at their
+    bound (10,000 each, 64 MiB of arguments and stdin over all); each drop is logged."""
+    return app_of(ctx).hooks.status()

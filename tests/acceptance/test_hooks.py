@@ -24,6 +24,7 @@ from tests.serverproc import ServerProc
 from tests.wsraw import Raw, raw
 
 CURL = shutil.which("curl")
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "hooks"
 SECRET = "hook-secret-env-1b7e"
 
 # Records each run in rec/<script>/<n>.args (NUL-separated) and <n>.stdin, the stdin first
@@ -175,6 +176,9 @@ async def test_every_event_gets_its_arguments_and_stdin(
         assert not (hooks / "rec" / "on.core.ping").exists()
         assert {r["event"] for r in runs} == {*names, "upload.complete.json"}
         assert all(r["exit_code"] == 0 and not r["timed_out"] for r in runs), runs
+        status = await c.call("hook.status")
+        assert status["directory"] == str(hooks) and status["on_api"] is False
+        assert status["finished"] >= len(runs) and status["dropped"] == 0
 
 
 async def test_on_method_after_each_call_with_secrets_hidden(
@@ -350,11 +354,14 @@ async def test_hook_runs_is_for_administrators(server: ServerProc) -> None:
             {"username": user, "password": "pw-" + user * 2, "allowlist": ["hook.runs"]},
         )
         assert await c.call("hook.runs") == []  # no --trigger-dir: nothing ran
+        status = await c.call("hook.status")
+        assert status["directory"] is None and status["finished"] == status["dropped"] == 0
         error = await c.error("hook.runs", 0)
         assert error["data"]["errname"] == "EINVAL"
     async with raw(server.ws_url, user, "pw-" + user * 2) as c:
-        error = await c.error("hook.runs")
-        assert error["data"]["errname"] == "EPERM" or "administrators" in error["data"]["reason"]
+        for method in ("hook.runs", "hook.status"):
+            error = await c.error(method)
+            assert "for administrators only" in error["data"]["reason"], error
 
 
 def test_bad_hook_options_are_refused_clearly(tmp_path: Path) -> None:
@@ -370,3 +377,34 @@ def test_bad_hook_options_are_refused_clearly(tmp_path: Path) -> None:
     assert done.returncode == 1 and "absent" in done.stderr
     done = start("--trigger-dir", str(tmp_path), "--trigger-timeout", "0")
     assert done.returncode == 2 and "--trigger-timeout" in done.stderr
+
+
+@pytest.mark.skipif(CURL is None, reason="curl is not installed (.ci/run installs it)")
+async def test_the_example_scripts_run_as_the_readme_shows(
+    make_server: Callable[..., ServerProc], tmp_path: Path
+) -> None:
+    hooks = tmp_path / "hooks"
+    shutil.copytree(EXAMPLES, hooks)
+    srv = make_server("--trigger-dir", str(hooks), "--trigger-on-api")
+    async with raw(srv.ws_url) as c:
+        assert await c.call("auth.login", "root", "not-the-password") is False
+    async with raw(srv.ws_url, "root", srv.password) as c:
+        failed = await start_job(c, "test.fail", "disk-on-fire")
+        folder = srv.data_dir / "files"
+        sent = tmp_path / "report.txt"
+        sent.write_text("hello\n")
+        up = await asyncio.to_thread(upload, srv, folder, sent)
+
+    async def logged(name: str) -> str | None:
+        path = hooks / name
+        return path.read_text() if path.exists() else None
+
+    assert await until(lambda: logged("failures.log"), "failures.log") == (
+        f"job {failed} (test.fail, started by root) failed: disk-on-fire\n"
+    )
+    assert await until(lambda: logged("uploads.log"), "uploads.log") == (
+        f"root uploaded report.txt to {folder / 'report.txt'} (job {up})\n"
+    )
+    assert await until(lambda: logged("logins.log"), "logins.log") == (
+        "failed login as root: success OK false\n"
+    )
