@@ -6,6 +6,7 @@ the run to the pool; nothing here waits for a script."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import sysconfig
@@ -241,6 +242,7 @@ class Hooks:
         self.log.note(run.event, run.script, f"run dropped ({why}); {count} dropped so far")
 
 
+@functools.cache
 def _path() -> str:
     """The server's PATH, with the folder of its own scripts (``midclt``) first."""
     scripts = sysconfig.get_path("scripts")

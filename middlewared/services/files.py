@@ -35,7 +35,7 @@ def _url(job_id: int, token: str) -> str:
         "type": "array",
         "items": {"type": ["integer", "string"]},
         # writeOnly: the URL holds a token, the caller's alone (never shown to hook scripts).
-        "prefixItems": [{"type": "integer"}, {"type": "string", "writeOnly": True}],
+        "writeOnly": True,
         "minItems": 2,
         "maxItems": 2,
         "description": "[job_id, url]",
