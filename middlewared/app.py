@@ -171,11 +171,12 @@ class Middleware:
         # From now on a listener added (the trigger engine's, when it loads an @event
         # trigger) starts at once.
         self._listeners_started = True
+        # Before recovery: jobs a restart re-queues run their job.<STATE> scripts too.
+        await self.hooks.start()
         count = await recover(self.jobs, self.methods.lookup, self.directory.resolve)
         if count:
             log.warning("%d jobs were pending when the server last stopped", count)
         await self.triggers.start()
-        await self.hooks.start()
         if config.config_file is not None:
             await self._declare(await asyncio.to_thread(_read_config, config.config_file))
         # Retention runs beside serving, its first pass at once: start-up does not wait for it.
