@@ -11,7 +11,18 @@ from typing import Any
 from bench import loop
 from bench.procstat import raise_nofile
 
-KINDS = ("rpc", "jobs", "queues", "fanout", "files", "idle", "store", "commands", "triggers")
+KINDS = (
+    "rpc",
+    "jobs",
+    "queues",
+    "fanout",
+    "files",
+    "idle",
+    "store",
+    "commands",
+    "triggers",
+    "hooks",
+)
 
 
 def main(argv: list[str]) -> int:

@@ -26,6 +26,8 @@ from middlewared.errors import PermissionDenied
 from middlewared.events.bus import Event, EventBus
 from middlewared.events.collections import Collection, Collections
 from middlewared.events.listeners import Listener
+from middlewared.hooks.calls import ObservedCalls
+from middlewared.hooks.manager import Hooks
 from middlewared.jobs.engine import COLLECTION, JobEngine
 from middlewared.jobs.files import JobFiles
 from middlewared.jobs.job import Job
@@ -75,7 +77,14 @@ class Middleware:
             max_result_bytes=config.limits.max_result_bytes,
             max_log_bytes=config.commands.max_job_log,
         )
-        self.calls = Calls(self, self.methods, self.jobs, config.limits.max_live_jobs_per_user)
+        # Hook scripts (--trigger-dir); the call path tells them of calls only when asked.
+        self.hooks = Hooks(self, config.hooks)
+        max_jobs = config.limits.max_live_jobs_per_user
+        self.calls = (
+            ObservedCalls(self.hooks, self, self.methods, self.jobs, max_jobs)
+            if config.hooks.on_api
+            else Calls(self, self.methods, self.jobs, max_jobs)
+        )
         self.transfers = Transfers(config, self.jobs)
         self.settings = Settings(self.store)
         # Told of jobs' ends by triggers and commands; mail through the ``mail`` settings.
@@ -134,6 +143,8 @@ class Middleware:
             with contextlib.suppress(Exception):
                 await self.triggers.stop()
             with contextlib.suppress(Exception):
+                await self.hooks.stop()
+            with contextlib.suppress(Exception):
                 await self.jobs.shutdown(0)
             await self._lifespans.aclose()
             with contextlib.suppress(Exception):
@@ -164,6 +175,8 @@ class Middleware:
         # From now on a listener added (the trigger engine's, when it loads an @event
         # trigger) starts at once.
         self._listeners_started = True
+        # Before recovery: jobs a restart re-queues run their job.<STATE> scripts too.
+        await self.hooks.start()
         count = await recover(self.jobs, self.methods.lookup, self.directory.resolve)
         if count:
             log.warning("%d jobs were pending when the server last stopped", count)
@@ -207,6 +220,7 @@ class Middleware:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retention_task
         await self.triggers.stop()
+        await self.hooks.stop()
         await self.jobs.shutdown(self.config.shutdown_grace_seconds)
         self.transfers.close()
         for listener in self.bus.listeners:

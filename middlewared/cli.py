@@ -14,6 +14,7 @@ from middlewared import __version__, configfile
 from middlewared.config import (
     CommandLimits,
     ConnectionLimits,
+    HookConfig,
     Limits,
     LoginThrottle,
     NotifyLimits,
@@ -200,7 +201,63 @@ def parser() -> argparse.ArgumentParser:
     _notify_options(p)
     _command_options(p)
     _transport_options(p)
+    _hook_options(p)
     return p
+
+
+def _hook_options(p: argparse.ArgumentParser) -> None:
+    """Hook scripts, JetStream's option names (README: Hook scripts)."""
+    h = HookConfig
+    p.add_argument(
+        "--trigger-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="a directory of executables named after events (launch, job.SUCCESS, "
+        "job.FAILED, job.ABORTED, upload.complete, upload.complete.json, on.<method>), "
+        "looked up at each event",
+    )
+    p.add_argument(
+        "--trigger-on-api",
+        action="store_true",
+        help="run on.<method> from --trigger-dir after each call",
+    )
+    p.add_argument(
+        "--trigger-log",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="append every hook run to FILE as a JSON line (default: the server's log)",
+    )
+    p.add_argument(
+        "--trigger-timeout",
+        type=_positive(float),
+        default=h.timeout_seconds,
+        help="seconds a hook run may take before its process group is ended (default %(default)s)",
+    )
+    p.add_argument(
+        "--trigger-concurrency",
+        type=_positive(int),
+        default=h.concurrency,
+        help="hook runs at once, over all scripts; one script's runs go one at a time, "
+        "in event order (default %(default)s)",
+    )
+
+
+def _check_hooks(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    if args.trigger_dir is None and (args.trigger_on_api or args.trigger_log is not None):
+        p.error("--trigger-on-api and --trigger-log need --trigger-dir")
+    return args
+
+
+def _hook_config(args: argparse.Namespace) -> HookConfig:
+    return HookConfig(
+        directory=None if args.trigger_dir is None else args.trigger_dir.resolve(),
+        on_api=args.trigger_on_api,
+        log_file=None if args.trigger_log is None else args.trigger_log.resolve(),
+        timeout_seconds=args.trigger_timeout,
+        concurrency=args.trigger_concurrency,
+    )
 
 
 def _octal_mode(text: str) -> int:
@@ -507,6 +564,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             max_commands=args.max_commands,
         ),
         transports=transports_from_args(args),
+        hooks=_hook_config(args),
     )
 
 
@@ -515,7 +573,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p = parser()
     known, _ = p.parse_known_args(argv)
     if known.config is None:
-        return p.parse_args(argv)
+        return _check_hooks(p, p.parse_args(argv))
     options = configfile.read(known.config, p).options
     appended = {a.dest for a in p._actions if isinstance(a, argparse._AppendAction)}
     # The file's values become the defaults, so that anything given on the command line
@@ -526,7 +584,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     for dest in appended & options.keys():
         if not getattr(args, dest):
             setattr(args, dest, options[dest])
-    return args
+    return _check_hooks(p, args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -175,6 +175,24 @@ class Transports:
 
 
 @dataclass(frozen=True)
+class HookConfig:
+    """Hook scripts (JetStream's trigger directory): executables named after events."""
+
+    # --trigger-dir: None, no hook scripts at all.
+    directory: Path | None = None
+    # --trigger-on-api: run ``on.<method>`` after each call.
+    on_api: bool = False
+    # --trigger-log: every run as a JSON line (else runs go to the server's log).
+    log_file: Path | None = None
+    # Seconds a run may take before its process group is ended.
+    timeout_seconds: float = 60.0
+    # Runs at once, over all scripts (one script's runs go one at a time, in order).
+    concurrency: int = 4
+    # Seconds between SIGTERM and SIGKILL to a run's process group.
+    kill_grace_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 6000
@@ -192,6 +210,7 @@ class ServerConfig:
     notify: NotifyLimits = field(default_factory=NotifyLimits)
     commands: CommandLimits = field(default_factory=CommandLimits)
     transports: Transports = field(default_factory=Transports)
+    hooks: HookConfig = field(default_factory=HookConfig)
     # "full": fsync each group commit (survives power loss); "normal": survives a crash.
     durability: str = "full"
     # Seconds given to running jobs to end on SIGTERM before they are aborted.

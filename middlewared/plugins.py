@@ -34,6 +34,7 @@ CORE_SERVICES = (
     "http_jobs",
     "cronjobs",
     "twofactor",
+    "hooks",
 )
 
 

@@ -8,7 +8,18 @@ from collections.abc import Callable
 from bench.context import Context
 from bench.model import Result
 
-NAMES = ("rpc", "jobs", "fanout", "files", "idle", "store", "commands", "output", "triggers")
+NAMES = (
+    "rpc",
+    "jobs",
+    "fanout",
+    "files",
+    "idle",
+    "store",
+    "commands",
+    "output",
+    "triggers",
+    "hooks",
+)
 
 
 def runner(name: str) -> Callable[[Context], Result]:

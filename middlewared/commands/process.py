@@ -55,13 +55,19 @@ class Child:
 
     @classmethod
     def spawn(cls, argv: Sequence[str], env: Mapping[str, str], fds: Mapping[int, int]) -> Child:
-        """Start ``argv`` with ``fds`` (child fd -> our fd) in place of 1, 2, 3... and
-        /dev/null as stdin; every other fd of ours is close-on-exec."""
+        """Start ``argv`` with ``fds`` (child fd -> our fd; one fd may serve several) in
+        place of 0, 1, 2, 3...; stdin is /dev/null unless ``fds`` gives fd 0. Every other fd
+        of ours is close-on-exec."""
         _no_inherit()
-        placed = {target: _above(fd, max(fds) + 1) for target, fd in fds.items()}
-        actions: list[tuple[int, ...] | tuple[int, int, str, int, int]] = [
-            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)
-        ]
+        lowest = max(fds, default=0) + 1
+        moved: dict[int, int] = {}
+        for fd in fds.values():
+            if fd not in moved:
+                moved[fd] = _above(fd, lowest)
+        placed = {target: moved[fd] for target, fd in fds.items()}
+        actions: list[tuple[int, ...] | tuple[int, int, str, int, int]] = []
+        if 0 not in placed:
+            actions.append((os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0))
         actions += [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in sorted(placed.items())]
         try:
             pid = os.posix_spawn(
@@ -74,9 +80,9 @@ class Child:
                 setsigdef=DEFAULT_SIGNALS,
             )
         finally:
-            for target, fd in placed.items():
-                if fd != fds[target]:
-                    os.close(fd)
+            for fd, at in moved.items():
+                if at != fd:
+                    os.close(at)
         return cls(pid)
 
     @property

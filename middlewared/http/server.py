@@ -160,6 +160,7 @@ async def serve(app: Middleware) -> None:
     if certificate is not None:
         app.tls_end_point = tls.end_point(certificate[0])
     settle_collector()
+    app.hooks.launched(port)
     scheme = "https" if ssl_context is not None else "http"
     if certificate is not None:
         print(f"middlewared TLS certificate {certificate[0]}", flush=True)

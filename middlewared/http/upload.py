@@ -166,6 +166,7 @@ async def upload_handler(request: web.Request) -> web.StreamResponse:
     pipe = app.transfers.input_pipe(creds.username)
     pipe.expected_bytes = request.content_length
     job = await _start_job(app, creds, method, params, pipe)
+    app.hooks.watch_upload(job)
     try:
         async with IdleTimer(idle_seconds) as idle:
             count = await _receive(reader, pipe, limit, idle)

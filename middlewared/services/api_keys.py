@@ -41,7 +41,18 @@ async def query_keys(ctx: CallContext, filters: list[Any], options: dict[str, An
     return query(records, filters, options)
 
 
-@registry.method(params=[Param("data", CREATE)], returns={"type": "object"}, access=Access.ADMIN)
+@registry.method(
+    params=[Param("data", CREATE)],
+    # writeOnly: the key is the caller's alone, never shown to logs nor hook scripts.
+    returns={
+        "type": "object",
+        "properties": {
+            "key": {"type": "string", "writeOnly": True},
+            "client_material": {"type": "object", "writeOnly": True},
+        },
+    },
+    access=Access.ADMIN,
+)
 async def create(ctx: CallContext, data: dict[str, Any]) -> dict[str, Any]:
     """Issue a key for a user (default root) with an allow-list of method patterns
     (default ``["*"]``). The answer's ``key`` is shown this once only, with

@@ -247,7 +247,8 @@ async def logout(ctx: CallContext) -> bool:
         ),
         Param("single_use", {"type": "boolean"}, required=False, default=False),
     ],
-    returns=STRING,
+    # writeOnly: the caller's alone, never shown to logs nor hook scripts.
+    returns={**STRING, "writeOnly": True},
     access=Access.SELF,
 )
 async def generate_token(ctx: CallContext, ttl: int, single_use: bool) -> str:

@@ -34,6 +34,8 @@ def _url(job_id: int, token: str) -> str:
     returns={
         "type": "array",
         "items": {"type": ["integer", "string"]},
+        # writeOnly: the URL holds a token, the caller's alone (never shown to hook scripts).
+        "writeOnly": True,
         "minItems": 2,
         "maxItems": 2,
         "description": "[job_id, url]",
@@ -77,7 +79,7 @@ async def download(
         Param("id", JOB_ID),
         Param("filename", {**FILENAME, "type": ["string", "null"]}, required=False, default=None),
     ],
-    returns={"type": "string"},
+    returns={"type": "string", "writeOnly": True},
     access=Access.SELF,
 )
 async def job_download_logs(ctx: CallContext, job_id: int, filename: str | None) -> str:
@@ -93,7 +95,7 @@ async def job_download_logs(ctx: CallContext, job_id: int, filename: str | None)
         Param("id", JOB_ID),
         Param("filename", {**FILENAME, "type": ["string", "null"]}, required=False, default=None),
     ],
-    returns={"type": "string"},
+    returns={"type": "string", "writeOnly": True},
     access=Access.SELF,
 )
 async def job_download_result(ctx: CallContext, job_id: int, filename: str | None) -> str:

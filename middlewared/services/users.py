@@ -124,7 +124,10 @@ async def unset_2fa_secret(ctx: CallContext, username: str) -> dict[str, Any]:
 
 
 @registry.method(
-    params=[Param("username", USERNAME)], returns={"type": "string"}, access=Access.SELF
+    params=[Param("username", USERNAME)],
+    # writeOnly: it holds the secret; never shown to logs nor hook scripts.
+    returns={"type": "string", "writeOnly": True},
+    access=Access.SELF,
 )
 async def provisioning_uri(ctx: CallContext, username: str) -> str:
     """The ``otpauth://totp/...`` URI of a user's two-factor secret (for an authenticator

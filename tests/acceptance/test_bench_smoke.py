@@ -11,7 +11,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCENARIOS = {"rpc", "jobs", "fanout", "files", "idle", "store", "commands", "output", "triggers"}
+SCENARIOS = {
+    "rpc",
+    "jobs",
+    "fanout",
+    "files",
+    "idle",
+    "store",
+    "commands",
+    "output",
+    "triggers",
+    "hooks",
+}
 
 
 @pytest.mark.slow
