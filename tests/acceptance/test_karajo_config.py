@@ -64,6 +64,9 @@ async def finished(c: Raw, trigger_id: int, count: int = 1) -> list[dict[str, An
 
 
 async def test_the_example_loads_as_it_is(make_server: Any) -> None:
+    # The README quotes the file this test loads.
+    readme = (EXAMPLE.parents[1] / "README.md").read_text()
+    assert f"```ini\n{EXAMPLE.read_text()}```" in readme
     proc = make_server("--karajo-config", str(EXAMPLE))
     async with raw(proc.ws_url, "root", proc.password) as c:
         found = await commands(c)
@@ -268,9 +271,9 @@ async def test_each_section_kind_runs(make_server: Any, tmp_path: Path) -> None:
 def start(tmp_path: Path, name: str, text: str) -> subprocess.CompletedProcess[str]:
     ini = tmp_path / f"{name}.ini"
     ini.write_text(text)
+    args = ["--data-dir", str(tmp_path / name), "--karajo-config", str(ini)]
     return subprocess.run(
-        [sys.executable, "-m", "middlewared", "--port", "0", "--plugins-dir", str(PLUGINS)]
-        + ["--data-dir", str(tmp_path / name), "--karajo-config", str(ini)],
+        [sys.executable, "-m", "middlewared", "--port", "0", "--plugins-dir", str(PLUGINS), *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -284,7 +287,7 @@ def test_unknown_keys_and_bad_values_refuse_the_start(tmp_path: Path) -> None:
         "interval": (
             '[job "x"]\ncommand = true\ninterval = 30s\n',
             3,
-            '[job "x"]: interval: \'30s\' is too short: at least 1m',
+            "[job \"x\"]: interval: '30s' is too short: at least 1m",
         ),
         "notif": (
             '[job "x"]\ncommand = true\nnotif_on_failed = nobody\n',
