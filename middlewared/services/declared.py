@@ -59,9 +59,11 @@ async def declare(app: Middleware, found: Declarations) -> Declared:
     await _plan_triggers(app, found, plan)
     done = Declared()
     await _apply(app, plan, done)
-    if found.max_running is not None and app.commands.slots.max_running != found.max_running:
-        app.commands.slots.max_running = found.max_running
-        log.info("commands: %d may run at once (karajo's max_job_running)", found.max_running)
+    # karajo's max_job_running, else (none, or no longer) --max-running-commands.
+    running = found.max_running or app.config.commands.max_running
+    if app.commands.slots.max_running != running:
+        app.commands.slots.resize(running)
+        log.info("commands: %d may run at once", running)
     return done
 
 

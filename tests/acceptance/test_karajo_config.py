@@ -426,3 +426,31 @@ async def test_jobs_d_files_load_reload_and_refuse(make_server: Any, tmp_path: P
         await until(reloaded, "the reload")
         assert await declared_triggers(c) == {}
     assert "a-notifier-secret-value" not in proc.log_text()
+
+
+async def test_max_job_running_lets_jobs_run_together(make_server: Any, tmp_path: Path) -> None:
+    """Each job waits for the other to have started: they end only if both run at once."""
+    meet = tmp_path / "meet"
+    meet.mkdir()
+    # Quoted: outside quotes, ';' starts a comment (the dialect's rule).
+    wait = '"until [ -e {dir}/{other} ]; do sleep 0.05; done"'
+    ini = tmp_path / "karajo.ini"
+    ini.write_text(
+        "[karajo]\nmax_job_running = 2\n"
+        + "".join(
+            f'[job "{me}"]\ncommand = touch {meet}/{me}\n'
+            f"command = {wait.format(dir=meet, other=other)}\n"
+            for me, other in (("a", "b"), ("b", "a"))
+        )
+    )
+    proc = make_server("--karajo-config", str(ini))
+    async with raw(proc.ws_url, "root", proc.password) as c:
+        await c.call("core.set_options", {"legacy_jobs": True})
+        jobs = [await c.call("command.run", name) for name in ("a", "b")]
+
+        async def both_ended() -> list[str] | None:
+            states = {j["id"]: j["state"] for j in await c.call("core.get_jobs")}
+            found = [states[j] for j in jobs]
+            return found if "RUNNING" not in found and "WAITING" not in found else None
+
+        assert await until(both_ended, "both jobs") == ["SUCCESS", "SUCCESS"]
