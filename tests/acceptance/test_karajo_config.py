@@ -325,10 +325,13 @@ async def test_sighup_changes_and_deletes_and_a_bad_edit_changes_nothing(
     proc = make_server("--karajo-config", str(ini))
     async with raw(proc.ws_url, "root", proc.password) as c:
         before = await declared_triggers(c)
-        # "broken" goes, "ok" changes (its command and its timer), "new" comes with a hook.
+        (notifier,) = await c.call("notifier.query")
+        # "broken" goes, "ok" changes (its command and its timer), "new" comes with a hook,
+        # the notifier's recipient changes.
         edited = config(2525, "http://127.0.0.1:9/x").replace(
             'command = echo "it went well"', "command = echo changed"
         )
+        edited = edited.replace("to = Ops <ops@example.com>", "to = other@example.com")
         edited = edited.replace("interval = 5m", "schedule = hourly@5")
         start_broken = edited.index('[job "broken"]')
         end_broken = edited.index("[job.http")
@@ -348,6 +351,9 @@ async def test_sighup_changes_and_deletes_and_a_bad_edit_changes_nothing(
         found = await commands(c)
         assert sorted(found) == ["new", "ok"]
         assert found["ok"]["commands"] == ["echo changed"]
+        (changed,) = await c.call("notifier.query")
+        assert (changed["id"], changed["to"]) == (notifier["id"], ["other@example.com"])
+        assert changed["smtp"]["password_set"] is True
         body = b"{}"
         signed = {"X-Karajo-Sign": karajo_sign(body, "a-default-karajo-secret")}
         assert (await post(f"{proc.url}/hooks/new", body, signed))[0] == 202
@@ -415,13 +421,21 @@ async def test_jobs_d_files_load_reload_and_refuse(make_server: Any, tmp_path: P
         hup(proc)
         await wait_logged(proc, f"{folder / 'b.toml'}:2: command 'bad': ")
         assert [x["name"] for x in await c.call("command.query")] == ["hello"]
+        # A command made through the API is never taken over by a file.
+        await c.call("command.create", {"name": "mine", "commands": ["true"]})
+        (folder / "b.toml").write_text('[[command]]\nname = "mine"\ncommands = ["false"]\n')
+        hup(proc)
+        await wait_logged(proc, "command 'mine': a command of that name exists that no file")
+        (mine,) = await c.call("command.query", [["name", "=", "mine"]])
+        assert (mine["commands"], mine["declared"]) == (["true"], None)
         # Fixed: both load; a.toml's trigger deleted from it goes.
         (folder / "b.toml").write_text('[[command]]\nname = "bad"\ncommands = ["true"]\n')
         (folder / "a.toml").write_text(JOBS.split("[[trigger]]")[0])
         hup(proc)
 
         async def reloaded() -> bool:
-            return sorted(x["name"] for x in await c.call("command.query")) == ["bad", "hello"]
+            names = sorted(x["name"] for x in await c.call("command.query"))
+            return names == ["bad", "hello", "mine"]
 
         await until(reloaded, "the reload")
         assert await declared_triggers(c) == {}
