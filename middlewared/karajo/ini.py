@@ -59,7 +59,8 @@ class IniFile:
 def read(path: Path) -> IniFile:
     """The file's sections in order; ConfigError (``FILE:LINE: reason``) on the first fault."""
     try:
-        text = path.read_text("utf-8")
+        # A byte-order mark (an editor's) is not part of the first line.
+        text = path.read_text("utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(path, 0, f"cannot be read: {e}") from None
     return parse(text, path)

@@ -468,3 +468,49 @@ async def test_max_job_running_lets_jobs_run_together(make_server: Any, tmp_path
             return found if "RUNNING" not in found and "WAITING" not in found else None
 
         assert await until(both_ended, "both jobs") == ["SUCCESS", "SUCCESS"]
+
+
+async def test_a_notifier_with_its_own_smtp_server_through_the_api(
+    make_server: Any, tmp_path: Path
+) -> None:
+    """The notifier fields karajo's [notif] maps to, as notifier.create takes them: TLS from
+    the first byte (smtps://), the password kept when an update leaves it out."""
+    cert = make_certificate(tmp_path)
+    proc = make_server()
+    async with (
+        smtp_server("TLS", cert, account=("u", "an-smtp-password-x")) as mail,
+        raw(proc.ws_url, "root", proc.password) as c,
+    ):
+        smtp = {
+            "server": f"smtps://127.0.0.1:{mail.port}",
+            "user": "u",
+            "password": "wrong-password-first",
+            "from": "me@example.com",
+            "insecure": True,
+        }
+        made = await c.call(
+            "notifier.create",
+            {"name": "tls", "kind": "mail", "to": ["a@example.com"], "smtp": smtp},
+        )
+        assert made["smtp"]["password_set"] is True and "password" not in made["smtp"]
+        assert made["declared"] is None
+        smtp["password"] = "an-smtp-password-x"
+        await c.call("notifier.update", made["id"], {"smtp": smtp})
+        # Left out: the password stays.
+        kept = {k: v for k, v in smtp.items() if k != "password"}
+        await c.call("notifier.update", made["id"], {"smtp": kept})
+        await c.call(
+            "command.create", {"name": "hi", "commands": ["echo hi"], "notify_on_success": ["tls"]}
+        )
+        await c.call("core.set_options", {"legacy_jobs": True})
+        job_id = await c.call("command.run", "hi")
+        message = await mail.next_mail()
+        assert message["Subject"] == "hi: #1: SUCCESS" and message["From"] == "me@example.com"
+        assert mail.logins == ["u"]
+        err = await c.error(
+            "notifier.create",
+            {"name": "bad", "kind": "mail", "to": ["a@example.com"], "smtp": {"server": "x"}},
+        )
+        assert err["data"]["errname"] == "EINVAL", err
+        assert job_id > 0
+    assert "an-smtp-password-x" not in proc.log_text()

@@ -77,6 +77,13 @@ def test_faults_name_the_line() -> None:
     assert refused(text) == 'karajo.ini:4: [job "x"] is written twice (first at line 1)'
 
 
+def test_a_byte_order_mark_and_crlf_line_ends(tmp_path: Path) -> None:
+    path = tmp_path / "k.ini"
+    path.write_bytes(b'\xef\xbb\xbf[job "x"]\r\ncommand = a\r\n')
+    (section,) = ini.read(path).sections
+    assert (section.title, section.entries) == ('[job "x"]', [ini.Entry("command", "a", 2)])
+
+
 def test_booleans() -> None:
     assert ini.boolean(ini.Entry("k", "Yes", 1), PATH) is True
     assert ini.boolean(ini.Entry("k", "false", 1), PATH) is False
