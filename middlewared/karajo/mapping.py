@@ -99,6 +99,12 @@ class _Keys:
     def fail(self, key: str, reason: str) -> ConfigError:
         return self.file.error(self.line(key), f"{self.section.title}: {key}: {reason}")
 
+    def ignore(self, key: str, why: str) -> None:
+        """Known to karajo, meaningless here: said once in the log, never silently."""
+        if self.get(key) is not None:
+            where = f"{self.file.path}:{self.line(key)}"
+            log.info("%s: %s %s ignored: %s", where, self.section.title, key, why)
+
     def check(self, key: str, parse: Callable[[str], Any]) -> Any:
         """``parse(value)``, its refusal pointing at the key's line (the value unquoted)."""
         entry = self.get(key)
@@ -142,8 +148,7 @@ class _Globals:
 
     def read(self, keys: _Keys, into: Declarations) -> None:
         for key, why in IGNORED.items():
-            if keys.get(key) is not None:
-                log.info("%s:%d: [karajo] %s ignored: %s", keys.file.path, keys.line(key), key, why)
+            keys.ignore(key, why)
         self.secret = keys.text("secret") or None
         timeout = keys.check("http_timeout", _timeout)
         if timeout is not None:
@@ -165,15 +170,7 @@ def _job(keys: _Keys, globals_: _Globals, notifs: set[str | None], into: Declara
     if timer is not None:
         data = {**timer, "method": "command.run", "params": [name]}
         data["description"] = f"karajo job {name}"
-        into.add(
-            Item(
-                "trigger",
-                f"karajo/job/{name}/timer",
-                data,
-                file.path,
-                keys.line("schedule" if timer["type"] == "@schedule" else "interval"),
-            )
-        )
+        into.add(Item("trigger", f"karajo/job/{name}/timer", data, file.path, _timer_line(keys)))
     if keys.get("path") is not None:
         hook = {
             "type": "@webhook",
@@ -187,14 +184,7 @@ def _job(keys: _Keys, globals_: _Globals, notifs: set[str | None], into: Declara
         into.add(Item("trigger", f"karajo/job/{name}/hook", hook, file.path, keys.line("path")))
     else:
         for key in ("auth_kind", "header_sign", "secret"):
-            if keys.get(key) is not None:
-                log.info(
-                    "%s:%d: %s %s ignored: the job has no path",
-                    file.path,
-                    keys.line(key),
-                    title,
-                    key,
-                )
+            keys.ignore(key, "the job has no path")
 
 
 def _http_job(keys: _Keys, globals_: _Globals, notifs: set[str | None], into: Declarations) -> None:
@@ -222,21 +212,14 @@ def _http_job(keys: _Keys, globals_: _Globals, notifs: set[str | None], into: De
         options["secret"] = keys.text("secret")
         options["header_sign"] = keys.text("header_sign", HEADER_SIGN)
     base = _base(keys, notifs)
-    if "log_retention" in base:
-        log.info(
-            "%s:%d: %s log_retention ignored: an HTTP job's runs are jobs, kept as every job",
-            file.path,
-            keys.line("log_retention"),
-            title,
-        )
+    keys.ignore("log_retention", "an HTTP job's runs are jobs, kept as every job is")
     data: dict[str, Any] = _timer(keys) or {"type": "@client"}
     data.update(method="http.request", params=[options])
     data["description"] = base.get("description") or f"karajo HTTP job {name}"
     for ours in ("notify_on_success", "notify_on_failure"):
         if ours in base:
             data[ours] = base[ours]
-    line = keys.line("schedule") if keys.get("schedule") else keys.line("interval")
-    into.add(Item("trigger", f"karajo/job.http/{name}", data, file.path, line))
+    into.add(Item("trigger", f"karajo/job.http/{name}", data, file.path, _timer_line(keys)))
 
 
 def _base(keys: _Keys, notifs: set[str | None]) -> dict[str, Any]:
@@ -279,6 +262,10 @@ def _timer(keys: _Keys) -> dict[str, Any] | None:
         keys.check("interval", parse_interval)
         return {"type": "@interval", "arguments": interval.value}
     return None
+
+
+def _timer_line(keys: _Keys) -> int:
+    return keys.line("schedule") if keys.get("schedule") is not None else keys.line("interval")
 
 
 def _auth(keys: _Keys, globals_: _Globals) -> dict[str, Any]:
