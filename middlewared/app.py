@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from middlewared import configfile, datadir
+from middlewared import configfile, datadir, jobsd
 from middlewared.auth.credentials import Credentials
 from middlewared.auth.directory import Directory
 from middlewared.auth.passwords import HashPool, generate_password
@@ -22,7 +22,8 @@ from middlewared.calls import Calls, Methods
 from middlewared.commands.manager import CommandManager
 from middlewared.config import ServerConfig
 from middlewared.context import CallContext
-from middlewared.errors import PermissionDenied
+from middlewared.declarations import Declarations, collect
+from middlewared.errors import MiddlewareError, PermissionDenied
 from middlewared.events.bus import Event, EventBus
 from middlewared.events.collections import Collection, Collections
 from middlewared.events.listeners import Listener
@@ -181,34 +182,31 @@ class Middleware:
         if count:
             log.warning("%d jobs were pending when the server last stopped", count)
         await self.triggers.start()
-        if config.config_file is not None:
-            await self._declare(await asyncio.to_thread(_read_config, config.config_file))
+        # What the files declare (--config, --karajo-config, jobs.d): a fault stops the start.
+        await self._declare(await asyncio.to_thread(_read_declarations, config))
         # Retention runs beside serving, its first pass at once: start-up does not wait for it.
         self._retention_task = asyncio.create_task(self._retention_loop(), name="retention")
 
     async def reload_config(self) -> None:
-        """SIGHUP: the --config file's [[trigger]] tables again (its options take effect at
-        the next start). A bad file is logged with its line and changes nothing."""
-        path = self.config.config_file
-        if path is None:
-            log.warning("SIGHUP: nothing to reload (the server was started without --config)")
-            return
+        """SIGHUP: what the files declare, again (the --config file's [[trigger]] tables,
+        --karajo-config, <data-dir>/jobs.d/*.toml; the --config file's options take effect
+        at the next start). A bad file is logged with its line and changes nothing."""
         try:
             async with self._reloading:
-                await self._declare(await asyncio.to_thread(_read_config, path))
-        except configfile.ConfigError as e:
-            log.error("configuration not reloaded, the triggers loaded before stay: %s", e)
+                await self._declare(await asyncio.to_thread(_read_declarations, self.config))
+        except (configfile.ConfigError, MiddlewareError) as e:
+            log.error("configuration not reloaded, what was loaded before stays: %s", e)
         except Exception:
             log.exception("configuration reload failed part way")
 
-    async def _declare(self, file: configfile.ConfigFile) -> None:
+    async def _declare(self, found: Declarations) -> None:
         from middlewared.services.declared import declare
 
-        done = await declare(self, file)
+        done = await declare(self, found)
         log.info(
-            "%s: %d triggers declared (created: %s; changed: %s; deleted: %s)",
-            file.path,
-            len(file.triggers),
+            "%s: %s declared (created: %s; changed: %s; deleted: %s)",
+            ", ".join(map(str, found.sources)) or "no configuration file",
+            found.count(),
             ", ".join(done.created) or "none",
             ", ".join(done.changed) or "none",
             ", ".join(done.deleted) or "none",
@@ -369,9 +367,8 @@ class Middleware:
         finally:
             await self.triggers.reload()
         log.warning("configuration restored from a snapshot (schema %d)", version)
-        if self.config.config_file is not None:
-            # The file's [[trigger]] tables win over the snapshot's declared triggers.
-            await self.reload_config()
+        # The files' declarations win over the snapshot's declared objects.
+        await self.reload_config()
         return version
 
     # -- calls --------------------------------------------------------------------------
@@ -408,6 +405,11 @@ def _read_config(path: Path) -> configfile.ConfigFile:
     from middlewared.cli import parser
 
     return configfile.read(path, parser())
+
+
+def _read_declarations(config: ServerConfig) -> Declarations:
+    file = _read_config(config.config_file) if config.config_file is not None else None
+    return collect(file, config.karajo_config, config.data_dir / jobsd.DIRNAME)
 
 
 def _remove_files(files: JobFiles, expired: list[Purged]) -> None:

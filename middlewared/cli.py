@@ -43,6 +43,14 @@ def parser() -> argparse.ArgumentParser:
         help="a TOML file: any option below as a top-level key (the command line wins), and "
         "[[trigger]] tables, loaded at start and again on SIGHUP",
     )
+    p.add_argument(
+        "--karajo-config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="karajo's INI configuration, loaded as it is ([job], [job.http], [notif], "
+        "[karajo]) at start and again on SIGHUP, as <data-dir>/jobs.d/*.toml are",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=6000, help="port (0: any free port)")
     p.add_argument(
@@ -557,6 +565,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             max_log_bytes=args.notify_max_log,
         ),
         config_file=args.config.resolve() if args.config is not None else None,
+        karajo_config=args.karajo_config.resolve() if args.karajo_config else None,
         commands=CommandLimits(
             max_running=args.max_running_commands,
             max_job_log=args.max_job_log,

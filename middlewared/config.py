@@ -217,6 +217,8 @@ class ServerConfig:
     shutdown_grace_seconds: float = 10.0
     # --config FILE: its [[trigger]] tables are loaded at start and on SIGHUP.
     config_file: Path | None = None
+    # --karajo-config FILE: karajo's INI, loaded at start and on SIGHUP.
+    karajo_config: Path | None = None
 
     # Where the store lives: sqlite:///path (default: <data-dir>/middlewared.db),
     # memory:// (nothing kept: tests and trials).

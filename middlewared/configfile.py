@@ -1,10 +1,10 @@
 """The server's configuration file (``--config FILE``, TOML): any command-line option as a
 top-level key (``max-frame = 1048576``; ``fs-root = ["/srv/a", "/srv/b"]`` for a repeatable
 one), and declarative triggers as ``[[trigger]]`` tables. Options on the command line win
-over the file. The triggers are loaded at start and again on SIGHUP
-(``services/declared.py`` makes the stored ones match); a file that cannot be read or a
-table that is wrong is refused with the file's name, the line and the reason, and what was
-loaded before stays."""
+over the file. The triggers are loaded at start and again on SIGHUP (``declarations.py``
+gathers them with karajo's and jobs.d's, ``services/declared.py`` makes the stored ones
+match); a file that cannot be read or a table that is wrong is refused with the file's
+name, the line and the reason, and what was loaded before stays."""
 
 from __future__ import annotations
 
@@ -14,8 +14,6 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from middlewared.errors import ValidationErrors
 
 # Options that only make sense on the command line.
 _NOT_IN_FILE = frozenset({"help", "version", "config"})
@@ -51,14 +49,6 @@ class ConfigFile:
     path: Path
     options: dict[str, Any]  # by argparse dest, converted as the command line would be
     triggers: tuple[DeclaredTrigger, ...]
-
-    def error(self, trigger: DeclaredTrigger, e: Exception) -> ConfigError:
-        """A trigger's refusal, pointing at its table."""
-        if isinstance(e, ValidationErrors):
-            reason = "; ".join(f"{field}: {message}" for field, message, _ in e.errors)
-        else:
-            reason = str(getattr(e, "reason", e))
-        return ConfigError(self.path, trigger.line, f"trigger {trigger.name!r}: {reason}")
 
 
 def read(path: Path, parser: argparse.ArgumentParser) -> ConfigFile:

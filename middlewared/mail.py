@@ -91,6 +91,8 @@ class MailSettings:
     noreply_email: str = ""
     timeout: float = 60.0
     ca_certificate: str = field(default="", repr=False)
+    # False: the server's certificate is not checked (karajo's smtp_insecure).
+    verify: bool = True
 
     @classmethod
     def from_settings(cls, values: Mapping[str, Any]) -> MailSettings:
@@ -124,7 +126,11 @@ def check_ca_certificate(pem: str) -> str | None:
 def _tls_context(settings: MailSettings) -> ssl.SSLContext:
     if settings.ca_certificate:
         return ssl.create_default_context(cadata=settings.ca_certificate)
-    return ssl.create_default_context()
+    context = ssl.create_default_context()
+    if not settings.verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def _one_line(text: str) -> str:

@@ -9,6 +9,7 @@ import errno
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from middlewared.commands.model import Command
@@ -46,9 +47,9 @@ class CommandBook:
             raise NotFound(f"Command {name!r} does not exist")
         return Command.from_row(row)
 
-    async def create(self, data: dict[str, Any]) -> Command:
+    async def create(self, data: dict[str, Any], declared: str | None = None) -> Command:
         async with self._lock:
-            command = Command.create(data, now_ms())
+            command = Command.create(data, now_ms(), declared)
             current = await self.store.fetch("all_commands")
             if any(r["name"] == command.name for r in current):
                 raise ValidationErrors([("name", f"{command.name!r} is taken", errno.EEXIST)])
@@ -67,6 +68,17 @@ class CommandBook:
             command = (await self.get(name)).with_changes(data)
             await self.store.write([Op("update_command", command.row())])
         log.info("command %s updated", name)
+        self._publish(command, CHANGED)
+        return command
+
+    async def replace(self, old: Command, data: dict[str, Any]) -> Command:
+        """A declared command made exactly ``data`` (what it does not say takes its default);
+        its runs and counter stay."""
+        async with self._lock:
+            fresh = Command.create(data, old.created, old.declared)
+            command = replace(fresh, runs=(await self.get(old.name)).runs)
+            await self.store.write([Op("update_command", command.row())])
+        log.info("command %s changed by %s", old.name, old.declared)
         self._publish(command, CHANGED)
         return command
 

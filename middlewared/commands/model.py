@@ -127,10 +127,12 @@ class Command:
     notify_on_failure: tuple[str, ...] = ()
     created: int = 0
     runs: int = 0
+    # Where a file declares it (karajo's [job], jobs.d): changed there, not through the API.
+    declared: str | None = None
 
     @classmethod
-    def create(cls, data: dict[str, Any], created: int) -> Command:
-        return cls(data["name"], (), created=created).with_changes(data)
+    def create(cls, data: dict[str, Any], created: int, declared: str | None = None) -> Command:
+        return cls(data["name"], (), created=created, declared=declared).with_changes(data)
 
     def with_changes(self, data: dict[str, Any]) -> Command:
         """This command with ``data`` (create's or update's fields) applied and checked."""
@@ -176,13 +178,14 @@ class Command:
             **self._data(show_env(self.env)),
             "created": {"$date": self.created},
             "runs": self.runs,
+            "declared": self.declared,
         }
 
     def row(self) -> dict[str, Any]:
         env = {n: {"value": v.value, "secret": v.secret} for n, v in self.env.items()}
         return {
             "name": self.name,
-            "record": jsonc.dumps(self._data(env)),
+            "record": jsonc.dumps({**self._data(env), "declared": self.declared}),
             "runs": self.runs,
             "created": self.created,
         }
@@ -190,5 +193,11 @@ class Command:
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Command:
         data = jsonc.loads(row["record"])
-        blank = cls(row["name"], (), created=int(row["created"]), runs=int(row["runs"]))
+        blank = cls(
+            row["name"],
+            (),
+            created=int(row["created"]),
+            runs=int(row["runs"]),
+            declared=data.get("declared"),
+        )
         return blank.with_changes({k: v for k, v in data.items() if k in FIELDS})

@@ -33,6 +33,14 @@ class Slots:
         left = self._by_name.pop(name, 1) - 1
         if left:
             self._by_name[name] = left
+        self._wake()
+
+    def resize(self, max_running: int) -> None:
+        """A new bound (karajo's max_job_running reloaded): runs waiting may start now."""
+        self.max_running = max_running
+        self._wake()
+
+    def _wake(self) -> None:
         # Each waiter checks again whether its turn came (in the order they came).
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:

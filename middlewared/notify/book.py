@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 from middlewared.errors import Busy, NotFound
@@ -33,7 +34,7 @@ class NotifierBook:
     async def records(self) -> list[dict[str, Any]]:
         return [n.record() for n in (await self.all()).values()]
 
-    async def create(self, data: dict[str, Any]) -> Notifier:
+    async def create(self, data: dict[str, Any], declared: str | None = None) -> Notifier:
         async with self._lock:
             current = await self.all()
             if len(current) >= self.max_notifiers:
@@ -44,7 +45,9 @@ class NotifierBook:
             unique_name(current, data["name"], None)
             row = await self.store.fetch_one("get_counter", name="notifiers")
             nid = max(int(row["value"]) if row else 0, max(current, default=0)) + 1
-            blank = Notifier(nid, data["name"], data["kind"], created=int(time.time() * 1000))
+            blank = Notifier(
+                nid, data["name"], data["kind"], created=int(time.time() * 1000), declared=declared
+            )
             notifier = blank.with_changes(data)
             check(notifier)
             await self.store.write(
@@ -68,6 +71,17 @@ class NotifierBook:
             check(notifier)
             await self.store.write([Op("update_notifier", notifier.row())])
         log.info("notifier %d (%s) updated", nid, notifier.name)
+        return notifier
+
+    async def replace(self, old: Notifier, data: dict[str, Any]) -> Notifier:
+        """A declared notifier made exactly ``data`` (what it does not say takes its default,
+        nothing of the old one stays but its id)."""
+        async with self._lock:
+            blank = Notifier(old.id, data["name"], data["kind"], created=old.created)
+            notifier = replace(blank.with_changes(data), declared=old.declared)
+            check(notifier)
+            await self.store.write([Op("update_notifier", notifier.row())])
+        log.info("notifier %d (%s) changed by %s", old.id, notifier.name, old.declared)
         return notifier
 
     async def delete(self, nid: int) -> None:

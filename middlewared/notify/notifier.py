@@ -10,12 +10,30 @@ from urllib.parse import urlsplit
 
 from middlewared import jsonc
 from middlewared.errors import ValidationErrors
-from middlewared.mail import EMAIL
+from middlewared.mail import EMAIL, MailSettings
 
 KINDS = ("mail", "webhook")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$"
 # Short secrets are guessable offline from one signed request.
 MIN_SECRET = 16
+
+# A notifier's own SMTP server (karajo's [notif] keys), instead of the ``mail`` settings:
+# ``smtps://host[:port]`` is TLS from the first byte (port 465 by default), ``smtp://``
+# upgrades with STARTTLS, which the server must offer (port 587 by default); ``insecure``
+# skips the certificate check (karajo's smtp_insecure).
+SMTP_SERVER = r"^smtps?://[^/\s@:]+(:[0-9]{1,5})?/?$"
+SMTP: dict[str, Any] = {
+    "type": ["object", "null"],
+    "properties": {
+        "server": {"type": "string", "pattern": SMTP_SERVER, "maxLength": 300},
+        "user": {"type": "string", "maxLength": 1024},
+        "password": {"type": "string", "maxLength": 1024, "writeOnly": True},
+        "from": EMAIL,
+        "insecure": {"type": "boolean"},
+    },
+    "required": ["server", "from"],
+    "additionalProperties": False,
+}
 
 _FIELDS: dict[str, Any] = {
     "name": {"type": "string", "pattern": NAME_PATTERN},
@@ -28,6 +46,7 @@ _FIELDS: dict[str, Any] = {
         "maxLength": 1024,
         "writeOnly": True,
     },
+    "smtp": SMTP,
 }
 CREATE: dict[str, Any] = {
     "type": "object",
@@ -47,9 +66,17 @@ class Notifier:
     url: str | None = None
     secret: str | None = field(default=None, repr=False)
     created: int = 0
+    # Its own SMTP server (``SMTP``'s fields, the password included).
+    smtp: dict[str, Any] | None = field(default=None, repr=False)
+    # Where a file declares it (it is changed there, not through the API).
+    declared: str | None = None
 
     def record(self) -> dict[str, Any]:
-        """What ``notifier.query`` shows: everything but the secret."""
+        """What ``notifier.query`` shows: everything but the secret and the SMTP password."""
+        smtp = None
+        if self.smtp is not None:
+            smtp = {k: v for k, v in self.smtp.items() if k != "password"}
+            smtp["password_set"] = bool(self.smtp.get("password"))
         return {
             "id": self.id,
             "name": self.name,
@@ -57,7 +84,9 @@ class Notifier:
             "to": list(self.to),
             "url": self.url,
             "secret_set": bool(self.secret),
+            "smtp": smtp,
             "created": {"$date": self.created},
+            "declared": self.declared,
         }
 
     def row(self) -> dict[str, Any]:
@@ -69,10 +98,12 @@ class Notifier:
             "url": self.url,
             "secret": self.secret,
             "created": self.created,
+            "extra": jsonc.dumps({"smtp": self.smtp, "declared": self.declared}),
         }
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Notifier:
+        extra = jsonc.loads(row.get("extra") or "{}")
         return cls(
             id=row["id"],
             name=row["name"],
@@ -81,6 +112,8 @@ class Notifier:
             url=row["url"],
             secret=row["secret"],
             created=row["created"],
+            smtp=extra.get("smtp"),
+            declared=extra.get("declared"),
         )
 
     def with_changes(self, data: dict[str, Any]) -> Notifier:
@@ -90,7 +123,29 @@ class Notifier:
             fields["to"] = tuple(data["to"])
         if data.get("secret"):
             fields["secret"] = data["secret"]
+        if "smtp" in data:
+            smtp = data["smtp"]
+            if smtp is not None and "password" not in smtp and self.smtp is not None:
+                # Left out: the password it had stays (queries never show it).
+                smtp = {**smtp, "password": self.smtp.get("password", "")}
+            fields["smtp"] = None if smtp is None else dict(smtp)
         return replace(self, **fields)
+
+
+def smtp_settings(smtp: dict[str, Any], timeout: float) -> MailSettings:
+    """The mail settings of a notifier's own SMTP server."""
+    parts = urlsplit(smtp["server"])
+    tls = parts.scheme == "smtps"
+    return MailSettings(
+        host=parts.hostname or "",
+        port=parts.port or (465 if tls else 587),
+        security="TLS" if tls else "STARTTLS",
+        username=smtp.get("user", ""),
+        password=smtp.get("password", ""),
+        from_email=smtp["from"],
+        timeout=timeout,
+        verify=not smtp.get("insecure", False),
+    )
 
 
 def check(notifier: Notifier) -> None:
@@ -99,6 +154,8 @@ def check(notifier: Notifier) -> None:
     errors = ValidationErrors()
     if notifier.kind == "mail" and not notifier.to:
         errors.add("to", "A mail notifier needs at least one recipient")
+    if notifier.kind != "mail" and notifier.smtp is not None:
+        errors.add("smtp", "Only a mail notifier has an SMTP server")
     if notifier.kind == "webhook":
         why = url_problem(notifier.url)
         if why:

@@ -21,11 +21,13 @@ from middlewared.notify.deliver import (
     mail_subject,
     post_webhook,
 )
-from middlewared.notify.notifier import Notifier, safe_url
+from middlewared.notify.notifier import Notifier, safe_url, smtp_settings
 from middlewared.store.base import Store
 
 log = logging.getLogger(__name__)
 
+# Seconds a mail through a notifier's own SMTP server may take (the ``mail`` default).
+SMTP_TIMEOUT = 60.0
 # Returns the ``mail`` settings (raises when mail is not available).
 MailSettingsSource = Callable[[], Mapping[str, Any]]
 
@@ -152,7 +154,10 @@ class Notifiers:
 
     async def _mail(self, notifier: Notifier, subject: str, body: str) -> None:
         try:
-            settings = MailSettings.from_settings(self._mail_settings())
+            if notifier.smtp is not None:
+                settings = smtp_settings(notifier.smtp, SMTP_TIMEOUT)
+            else:
+                settings = MailSettings.from_settings(self._mail_settings())
         except Exception as e:
             raise DeliveryError(f"mail is not available: {e}") from None
         await send_mail(settings, to=notifier.to, subject=subject, body_text=body)

@@ -5,15 +5,16 @@ log, a token of their own, karajo's logs and counters."""
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from middlewared.commands.book import COLLECTION
 from middlewared.commands.manager import CommandManager
-from middlewared.commands.model import CREATE, ENV, NAME_PATTERN, UPDATE, redact_env
+from middlewared.commands.model import CREATE, ENV, NAME_PATTERN, UPDATE, Command, redact_env
 from middlewared.context import CallContext
-from middlewared.errors import NotFound
+from middlewared.errors import CallError, NotFound
 from middlewared.jobs.job import Job
 from middlewared.query import query
 from middlewared.registry import Access, JobOptions, Param, Registry
@@ -51,7 +52,8 @@ async def lifespan(app: Any) -> AsyncIterator[None]:
 @registry.method(params=QUERY_PARAMS, access=Access.ADMIN, name="query")
 async def query_commands(ctx: CallContext, filters: list[Any], options: dict[str, Any]) -> Any:
     """Query commands: ``{name, description, commands, env, timeout, log_retention,
-    max_concurrency, allow, notify_on_success, notify_on_failure, created, runs}``; a secret
+    max_concurrency, allow, notify_on_success, notify_on_failure, created, runs, declared}``
+    (``declared``: the file that declares it, or null); a secret
     env value shows as ``{"value": "********", "secret": true}``."""
     commands = await _manager(ctx).book.all()
     return query([c.record() for c in commands], filters, options)
@@ -77,16 +79,29 @@ async def create(ctx: CallContext, data: dict[str, Any]) -> dict[str, Any]:
 )
 async def update(ctx: CallContext, name: str, data: dict[str, Any]) -> dict[str, Any]:
     """Change a command (not its name); runs under way finish as they started. A secret env
-    value given as ``"********"`` (what queries show) keeps the one it had."""
-    return (await _manager(ctx).book.update(name, data)).record()
+    value given as ``"********"`` (what queries show) keeps the one it had. One a file
+    declares (karajo's [job], jobs.d) is changed in that file: EPERM."""
+    book = _manager(ctx).book
+    _changeable(await book.get(name))
+    return (await book.update(name, data)).record()
 
 
 @registry.method(params=[Param("name", NAME)], returns={"type": "boolean"}, access=Access.ADMIN)
 async def delete(ctx: CallContext, name: str) -> bool:
     """Delete a command and its logs (refused while it runs); its jobs stay, and so does its
-    working directory."""
+    working directory. One a file declares is deleted from that file: EPERM."""
+    _changeable(await _manager(ctx).book.get(name))
     await _manager(ctx).delete(name)
     return True
+
+
+def _changeable(command: Command) -> None:
+    if command.declared is not None:
+        raise CallError(
+            f"Command {command.name!r} is declared in {command.declared}: change it there, "
+            "then reload (SIGHUP)",
+            errno.EPERM,
+        )
 
 
 @registry.method(

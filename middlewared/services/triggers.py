@@ -15,6 +15,7 @@ from middlewared.config import LoginThrottle
 from middlewared.context import CallContext
 from middlewared.errors import CallError, MiddlewareError, NotFound, ValidationErrors
 from middlewared.jobs.query import query_jobs
+from middlewared.karajo.mapping import KARAJO_HOOKS, KARAJO_RUN
 from middlewared.query import query
 from middlewared.registry import Param, Registry
 from middlewared.routes import HttpRequest, HttpResponse, Route
@@ -270,7 +271,14 @@ async def webhooks(app: Any) -> AsyncIterator[None]:
     async def hook(request: HttpRequest) -> HttpResponse:
         return await _hook(app, throttle, replays, request)
 
+    async def karajo_hook(request: HttpRequest) -> HttpResponse:
+        return await _hook(app, throttle, replays, request, karajo=True)
+
     app.add_route(Route("POST", "/hooks/{key:.+}", hook, max_body=limits.max_webhook_body))
+    # karajo's own URL of a [job] with a path: the same webhook, for karajo's callers.
+    app.add_route(
+        Route("POST", f"{KARAJO_RUN}/{{key:.+}}", karajo_hook, max_body=limits.max_webhook_body)
+    )
     yield
 
 
@@ -279,13 +287,20 @@ def _refuse(status: int, reason: str) -> HttpResponse:
 
 
 async def _hook(
-    app: Any, throttle: LoginThrottler, replays: ReplayGuard, request: HttpRequest
+    app: Any,
+    throttle: LoginThrottler,
+    replays: ReplayGuard,
+    request: HttpRequest,
+    karajo: bool = False,
 ) -> HttpResponse:
     """What section 9 answers: 202, or 403/404/409/413/429 with a JSON reason."""
     if throttle.blocked(request.remote):
         return _refuse(429, "Too many failed webhook signatures from this address")
     engine = app.triggers
-    trigger = engine.find_hook(request.match["key"])
+    key = request.match["key"]
+    trigger = engine.find_hook(key)
+    if karajo and (key.isdigit() or not _from_karajo(trigger)):
+        trigger = None
     if trigger is None:
         return _refuse(404, "No such webhook")
     assert trigger.auth is not None
@@ -306,6 +321,10 @@ async def _hook(
         status = 429 if e.errno == errno.EBUSY else 409
         return _refuse(status, e.reason)
     return HttpResponse(202, json=answer)
+
+
+def _from_karajo(trigger: Trigger | None) -> bool:
+    return trigger is not None and (trigger.declared or "").startswith(KARAJO_HOOKS)
 
 
 def _body(raw: bytes) -> Any:

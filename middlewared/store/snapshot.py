@@ -47,7 +47,7 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "triggers": ("id", "type", "owner_id", "paused", "next_run", "hook_path", "record"),
     "trigger_fires": ("trigger_id", "due", "job_id"),
     "trigger_windows": ("trigger_id", "fires_at", "events"),
-    "notifiers": ("id", "name", "kind", "recipients", "url", "secret", "created"),
+    "notifiers": ("id", "name", "kind", "recipients", "url", "secret", "created", "extra"),
     "commands": ("name", "record", "runs", "created"),
     "command_runs": (
         "command",
@@ -190,6 +190,7 @@ ROW_CHECKS: dict[str, dict[str, Callable[[Any], bool]]] = {
         "url": _opt(_text),
         "secret": _opt(_text),
         "created": _int,
+        "extra": _json_object,
     },
     "commands": {
         "name": lambda v: _text(v) and bool(COMMAND_NAME.match(v)),

@@ -72,6 +72,7 @@ def notifier_row(nid: int, name: str, **extra: Any) -> dict[str, Any]:
         "url": extra.get("url"),
         "secret": extra.get("secret"),
         "created": 5,
+        "extra": extra.get("extra", "{}"),
     }
 
 

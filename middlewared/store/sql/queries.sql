@@ -116,19 +116,19 @@ INSERT INTO settings (namespace, value) VALUES (:namespace, :value)
 ON CONFLICT (namespace) DO UPDATE SET value = excluded.value;
 
 -- name: insert_notifier
-INSERT INTO notifiers (id, name, kind, recipients, url, secret, created)
-VALUES (:id, :name, :kind, :recipients, :url, :secret, :created);
+INSERT INTO notifiers (id, name, kind, recipients, url, secret, created, extra)
+VALUES (:id, :name, :kind, :recipients, :url, :secret, :created, :extra);
 
 -- name: update_notifier
 UPDATE notifiers SET name = :name, kind = :kind, recipients = :recipients, url = :url,
-       secret = :secret
+       secret = :secret, extra = :extra
 WHERE id = :id;
 
 -- name: delete_notifier
 DELETE FROM notifiers WHERE id = :id;
 
 -- name: all_notifiers
-SELECT id, name, kind, recipients, url, secret, created FROM notifiers ORDER BY id;
+SELECT id, name, kind, recipients, url, secret, created, extra FROM notifiers ORDER BY id;
 
 -- name: restore_config
 -- Runs with the snapshot attached as "bak", in one transaction.
@@ -154,8 +154,8 @@ INSERT INTO trigger_fires (trigger_id, due, job_id)
 SELECT trigger_id, due, job_id FROM bak.trigger_fires b
 WHERE NOT EXISTS (SELECT 1 FROM trigger_fires f WHERE f.trigger_id = b.trigger_id AND f.due = b.due);
 DELETE FROM notifiers;
-INSERT INTO notifiers (id, name, kind, recipients, url, secret, created)
-SELECT id, name, kind, recipients, url, secret, created FROM bak.notifiers;
+INSERT INTO notifiers (id, name, kind, recipients, url, secret, created, extra)
+SELECT id, name, kind, recipients, url, secret, created, extra FROM bak.notifiers;
 DELETE FROM commands;
 INSERT INTO commands (name, record, runs, created)
 SELECT name, record, runs, created FROM bak.commands;
