@@ -11,7 +11,7 @@ from typing import Any
 
 from middlewared import jsonc
 from middlewared.errors import MiddlewareError
-from middlewared_client import midclt_trigger
+from middlewared_client import midclt_service, midclt_trigger
 from middlewared_client.aclient import AsyncClient
 from middlewared_client.clitext import (
     ProgressBar,
@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--limit", type=natural, default=50, help="0 for all (default 50)")
 
     midclt_trigger.add_parser(commands)
+    midclt_service.add_parser(commands)
     return parser
 
 
@@ -223,6 +224,7 @@ COMMANDS = {
     "command": _command,
     "ping": _ping,
     "trigger": midclt_trigger.run,
+    "service": midclt_service.run,
 }
 
 
