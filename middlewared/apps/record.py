@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -71,3 +72,23 @@ def load_all(apps_dir: Path) -> dict[str, AppRecord]:
             record = AppRecord.load(path)
             found[record.slug] = record
     return found
+
+
+def sweep(apps_dir: Path) -> list[str]:
+    """What an install or update a crash interrupted left: staging folders, a slug's folder
+    without a record, an app's folders other than its current one. Returns what went."""
+    removed: list[str] = []
+    if not apps_dir.is_dir():
+        return removed
+    records = load_all(apps_dir)
+    for entry in sorted(apps_dir.iterdir()):
+        record = records.get(entry.name)
+        if record is None:
+            removed.append(entry.name)
+            shutil.rmtree(entry, ignore_errors=True)
+            continue
+        for folder in sorted(entry.iterdir()):
+            if folder.is_dir() and folder.name != record.folder:
+                removed.append(f"{entry.name}/{folder.name}")
+                shutil.rmtree(folder, ignore_errors=True)
+    return removed

@@ -4,18 +4,23 @@ exactly the app's permissions."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
 from middlewared.apps.manager import AppManager
 from middlewared.apps.manifest import SERVICE_NAME, SLUG, parse_permissions
+from middlewared.apps.record import sweep
 from middlewared.context import CallContext
 from middlewared.jobs.job import Job
 from middlewared.query import query
 from middlewared.registry import Access, JobOptions, Param, Registry
 from middlewared.services.core import app_of
 from middlewared.services.schemas import QUERY_PARAMS
+
+log = logging.getLogger(__name__)
 
 registry = Registry("app", "Apps: cozy-style manifests whose services run on triggers")
 
@@ -43,8 +48,12 @@ def _manager(ctx: CallContext) -> AppManager:
 
 @registry.lifespan
 async def lifespan(app: Any) -> AsyncIterator[None]:
-    """One manager per server (its lock keeps installs one at a time)."""
-    _managers[app] = AppManager(app)
+    """One manager per server (its lock keeps installs one at a time); what a crash left
+    half-installed is removed first."""
+    manager = _managers[app] = AppManager(app)
+    removed = await asyncio.to_thread(sweep, manager.apps_dir)
+    if removed:
+        log.warning("apps: removed what an interrupted install or update left: %s", removed)
     yield
 
 

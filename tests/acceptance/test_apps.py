@@ -367,3 +367,29 @@ def test_midclt_service_run_runs_one_service_here(server: ServerProc, tmp_path: 
     assert done.returncode == 3 and done.stdout.strip() == "{}"
     done = midclt(*login, "service", "run", manifest, "nope", env=env)
     assert done.returncode == 1 and "no service 'nope'" in done.stderr
+
+
+async def test_an_app_survives_a_restart_and_leftovers_are_swept(make_server: Any) -> None:
+    proc = make_server()
+    slug = unique("kept")
+    files = proc.data_dir / "files"
+    src = write_app(
+        files / "kept", exec_app(slug), {"bin/probe.sh": EXEC_SCRIPT}, ("bin/probe.sh",)
+    )
+    async with raw(proc.ws_url, "root", proc.password) as c:
+        app = await c.call("app.install", str(src))
+    apps = proc.data_dir / "apps"
+    # What a crash in the middle of an install or an update leaves.
+    (apps / ".staging-0123456789ab").mkdir()
+    (apps / "half-installed" / "1").mkdir(parents=True)
+    (apps / slug / "7").mkdir()
+    proc.restart()
+    assert sorted(p.name for p in apps.iterdir()) == [slug]
+    assert sorted(p.name for p in (apps / slug).iterdir()) == ["1", "app.json"]
+    async with raw(proc.ws_url, "root", proc.password) as c:
+        (again,) = await c.call("app.query", [["slug", "=", slug]])
+        assert again == app
+        trigger_id = app["services"]["probe"]["trigger_id"]
+        job_id = await c.call("trigger.launch", trigger_id)
+        (job,) = await service_jobs(c, trigger_id, 1)
+        assert job["id"] == job_id and job["state"] == "SUCCESS", job["error"]
