@@ -79,14 +79,23 @@ def copy_in(where: Location, dest: Path, limits: Limits = Limits()) -> str:
     s = where.stat()
     dest.mkdir(mode=0o700)
     copy = _Copy(dest, limits)
-    if st.S_ISDIR(s.st_mode):
-        with where.open_dir() as top:
-            _copy_tree(top, copy)
-    elif st.S_ISREG(s.st_mode):
-        with where.open_read() as f:
-            _copy_zip(f, copy)
-    else:
-        raise _bad("Not a directory nor a zip file")
+    try:
+        if st.S_ISDIR(s.st_mode):
+            with where.open_dir() as top:
+                _copy_tree(top, copy)
+        elif st.S_ISREG(s.st_mode):
+            with where.open_read() as f:
+                _copy_zip(f, copy)
+        else:
+            raise _bad("Not a directory nor a zip file")
+    except OSError as e:
+        # A file that cannot be read, a folder swapped for a symlink meanwhile, a zip
+        # naming one file twice: the source's problem, said with the name.
+        raise _bad(
+            f"The app cannot be copied: {e.strerror or e} ({e.filename})", e.errno or errno.EIO
+        ) from None
+    except (zipfile.BadZipFile, EOFError) as e:
+        raise _bad(f"The zip cannot be unpacked: {e}") from None
     return copy.digest()
 
 

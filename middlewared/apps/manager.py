@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 KIND = "app"
 METHOD = "app.run"
 INTERPRETERS = {"node": "node", "python": "python3"}
+# Tokens of app.service_token live at once, at most (each holds a grant until it expires).
+MAX_SERVICE_TOKENS = 1000
 
 
 def command_name(slug: str, service: str) -> str:
@@ -55,6 +57,8 @@ class AppManager:
         self.apps_dir = app.config.data_dir / "apps"
         # Installs, updates and removals one at a time.
         self._lock = asyncio.Lock()
+        # Grants of the live tokens app.service_token gave (each ends with its token).
+        self._service_grants: set[str] = set()
 
     # -- reading ------------------------------------------------------------------------
     async def all(self) -> dict[str, AppRecord]:
@@ -343,6 +347,10 @@ class AppManager:
         identity = creds.identity
         if identity is None or identity.grant is not None:
             raise CallError("A token narrowed to permissions cannot mint another one", errno.EPERM)
+        if len(self._service_grants) >= MAX_SERVICE_TOKENS:
+            raise Busy(
+                f"{MAX_SERVICE_TOKENS} service tokens are live already: wait for one to expire"
+            )
         allow = self.grant(permissions, creds, "permissions")
         directory = self.app.directory
         grant = directory.grants.open(allow)
@@ -351,12 +359,17 @@ class AppManager:
             directory.grants.close(grant)
             raise CallError("Your credentials were revoked meanwhile", errno.EACCES)
         token = self.app.tokens.issue(scoped, ttl, single_use=False)
-        asyncio.get_running_loop().call_later(ttl, self.app.end_grant, grant)
+        self._service_grants.add(grant)
+        asyncio.get_running_loop().call_later(ttl, self._end_service_grant, grant)
         return {
             "token": token,
             "allow": list(allow),
             "expires": {"$date": int((time.time() + ttl) * 1000)},
         }
+
+    def _end_service_grant(self, grant: str) -> None:
+        self._service_grants.discard(grant)
+        self.app.end_grant(grant)
 
 
 def _trigger_data(slug: str, service: Service) -> dict[str, Any]:

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.acceptance.test_commands import midclt, until
+from tests.acceptance.test_triggers import post
+from tests.conftest import PLUGINS
 from tests.serverproc import ServerProc
 from tests.wsraw import Raw, raw
 
@@ -393,3 +395,51 @@ async def test_an_app_survives_a_restart_and_leftovers_are_swept(make_server: An
         job_id = await c.call("trigger.launch", trigger_id)
         (job,) = await service_jobs(c, trigger_id, 1)
         assert job["id"] == job_id and job["state"] == "SUCCESS", job["error"]
+
+
+FAKE_NODE = """#!/bin/sh
+echo "node ran $1 with $MIDDLEWARED_FIELDS"
+"""
+
+
+async def test_node_services_run_with_node_or_say_it_is_missing(tmp_path: Path) -> None:
+    """The server's PATH holds a stand-in ``node`` (then none); cozy's unsigned webhook
+    service is served with --allow-unsigned-webhooks."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    node = bin_dir / "node"
+    node.write_text(FAKE_NODE)
+    node.chmod(0o755)
+    files = tmp_path / "data" / "files"
+    files.mkdir(parents=True)
+    proc = ServerProc(
+        data_dir=tmp_path / "data",
+        args=["--fs-root", str(files), "--plugins-dir", str(PLUGINS), "--allow-unsigned-webhooks"],
+        env={"PATH": str(bin_dir)},
+    )
+    proc.start()
+    try:
+        manifest = {
+            "slug": "hooked",
+            "version": "1",
+            "services": {"hook": {"type": "node", "file": "hook.js", "trigger": "@webhook"}},
+        }
+        src = write_app(files / "hooked", manifest, {"hook.js": "// cozy service\n"})
+        async with raw(proc.ws_url, "root", proc.password) as c:
+            app = await c.call("app.install", str(src))
+            trigger_id = app["services"]["hook"]["trigger_id"]
+            code, answer = await post(f"{proc.url}/hooks/apps/hooked/hook", b'{"ref": "main"}', {})
+            assert code == 202, answer
+            (job,) = await service_jobs(c, trigger_id, 1)
+            assert job["state"] == "SUCCESS", job["error"]
+            log = job_log(proc, job["id"])
+            assert f"stdout: node ran {app['path']}/hook.js with " in log, log
+            assert '"body":{"ref":"main"}' in log
+            node.unlink()
+            launched = await c.call("trigger.launch", trigger_id)
+            jobs = await service_jobs(c, trigger_id, 2)
+            failed = next(j for j in jobs if j["id"] == launched)
+            assert failed["state"] == "FAILED"
+            assert "node is not installed on the server" in failed["error"]
+    finally:
+        proc.stop()
