@@ -44,6 +44,8 @@ METHOD = "app.run"
 INTERPRETERS = {"node": "node", "python": "python3"}
 # Tokens of app.service_token live at once, at most (each holds a grant until it expires).
 MAX_SERVICE_TOKENS = 1000
+# MIDDLEWARED_FIELDS at most (bytes of JSON), under Linux's 128 KiB per environment string.
+MAX_FIELDS = 96 * 1024
 
 
 def command_name(slug: str, service: str) -> str:
@@ -338,7 +340,7 @@ class AppManager:
             allow=record.allow,
         )
         job.set_progress(0, f"App {slug}: service {name}")
-        return await self.app.commands.run_command(job, creds, command, {}, event)
+        return await self.app.commands.run_command(job, creds, command, {}, fitted(event))
 
     # -- a token for cozy's dev runner (midclt service run) --------------------------------
     def service_token(
@@ -370,6 +372,25 @@ class AppManager:
     def _end_service_grant(self, grant: str) -> None:
         self._service_grants.discard(grant)
         self.app.end_grant(grant)
+
+
+def fitted(event: Any, budget: int = MAX_FIELDS) -> Any:
+    """The event as MIDDLEWARED_FIELDS can hold it (one environment string is at most
+    128 KiB on Linux): the events of a long burst past ``budget`` bytes are left out and
+    counted in ``events_dropped``."""
+    if not isinstance(event, dict) or not isinstance(event.get("events"), list):
+        return event
+    if len(jsonc.dumps(event)) <= budget:
+        return event
+    events = event["events"]
+    kept: list[Any] = []
+    size = len(jsonc.dumps({**event, "events": [], "events_dropped": len(events)}))
+    for item in events:
+        size += len(jsonc.dumps(item)) + 1
+        if size > budget:
+            break
+        kept.append(item)
+    return {**event, "events": kept, "events_dropped": len(events) - len(kept)}
 
 
 def _trigger_data(slug: str, service: Service) -> dict[str, Any]:

@@ -5,6 +5,7 @@ rename, so an install or update is all there or not at all."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from dataclasses import asdict, dataclass
@@ -14,6 +15,8 @@ from typing import Any
 from middlewared.apps.manifest import Manifest, parse_manifest
 
 RECORD = "app.json"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,13 @@ def load_all(apps_dir: Path) -> dict[str, AppRecord]:
     for entry in sorted(apps_dir.iterdir()):
         path = entry / RECORD
         if not entry.name.startswith(".") and path.is_file():
-            record = AppRecord.load(path)
+            try:
+                record = AppRecord.load(path)
+            except (OSError, ValueError, TypeError, KeyError) as e:
+                log.error(
+                    "app %s: its record %s cannot be read (%s): left out", entry.name, path, e
+                )
+                continue
             found[record.slug] = record
     return found
 
@@ -83,6 +92,8 @@ def sweep(apps_dir: Path) -> list[str]:
     records = load_all(apps_dir)
     for entry in sorted(apps_dir.iterdir()):
         record = records.get(entry.name)
+        if record is None and (entry / RECORD).exists():
+            continue  # a record that cannot be read: its files are left alone
         if record is None:
             removed.append(entry.name)
             shutil.rmtree(entry, ignore_errors=True)

@@ -3,14 +3,22 @@ ours, and cozy's permissions translated into the methods and collections they gr
 
 from __future__ import annotations
 
+import os
+import shutil
+import zipfile
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from middlewared import jsonc
+from middlewared.apps.files import Limits, copy_in, read_manifest
+from middlewared.apps.manager import fitted
 from middlewared.apps.manifest import parse_manifest, parse_trigger
 from middlewared.apps.permissions import Catalog, beyond, translate
 from middlewared.errors import ValidationErrors
 from middlewared.registry import Access
+from middlewared.roots import Roots
 
 CATALOG = Catalog(
     {
@@ -230,3 +238,91 @@ def test_what_the_installer_may_not_use_is_named() -> None:
         "filesystem.watch_status",
     ]
     assert beyond(granted, lambda name: True) == []
+
+
+def test_a_long_burst_is_cut_to_fit_the_environment() -> None:
+    small = {"trigger_id": 1, "events": [{"id": "/a"}]}
+    assert fitted(small) is small and fitted(None) is None and fitted({"n": 1}) == {"n": 1}
+    burst = {
+        "trigger_id": 1,
+        "fired_at": None,
+        "events": [{"id": f"/f/{i:04}"} for i in range(100)],
+    }
+    cut = fitted(burst, budget=400)
+    assert len(jsonc.dumps(cut)) <= 400
+    assert cut["events"] == burst["events"][: len(cut["events"])] and cut["events"]
+    assert cut["events_dropped"] == 100 - len(cut["events"])
+
+
+def _zip(path: Path, members: dict[str, tuple[bytes, int]]) -> Path:
+    with zipfile.ZipFile(path, "w") as z:
+        for name, (data, mode) in members.items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = mode << 16
+            z.writestr(info, data)
+    return path
+
+
+def _copy(root: Path, path: Path, limits: Limits | None = None) -> str:
+    where = Roots([root]).locate("path", str(path))
+    return copy_in(where, root.parent / "dest", limits or Limits())
+
+
+MANIFEST = b'{"slug": "z", "version": "1"}'
+
+
+def test_a_zip_of_the_app_folder_is_read_from_that_folder(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    archive = _zip(
+        root / "a.zip",
+        {
+            "app/": (b"", 0o40755),
+            "app/manifest.json": (MANIFEST, 0o100644),
+            "app/bin/run.sh": (b"#!/bin/sh\n", 0o100755),
+        },
+    )
+    digest = _copy(root, archive)
+    dest = tmp_path / "dest"
+    assert read_manifest(dest) == ("manifest.json", MANIFEST)
+    assert (dest / "bin" / "run.sh").stat().st_mode & 0o100
+    assert not (dest / "manifest.json").stat().st_mode & 0o100
+    # The same files give the same digest.
+    shutil.rmtree(dest)
+    assert _copy(root, archive) == digest
+
+
+@pytest.mark.parametrize(
+    ("members", "words"),
+    [
+        ({"manifest.json": (MANIFEST, 0o100644), "../evil": (b"x", 0o100644)}, "outside the app"),
+        ({"manifest.json": (MANIFEST, 0o100644), "/etc/evil": (b"x", 0o100644)}, "outside the app"),
+        ({"manifest.json": (MANIFEST, 0o100644), "link": (b"/etc", 0o120777)}, "symbolic link"),
+        ({"manifest.json": (MANIFEST, 0o100644), "big": (b"x" * 2048, 0o100644)}, "larger than"),
+    ],
+)
+def test_a_zip_that_escapes_links_or_swells_is_refused(
+    tmp_path: Path, members: dict[str, tuple[bytes, int]], words: str
+) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    archive = _zip(root / "a.zip", members)
+    with pytest.raises(ValidationErrors) as info:
+        _copy(root, archive, Limits(max_files=10, max_bytes=1024))
+    assert words in info.value.errors[0][1]
+
+
+def test_a_folder_with_too_many_files_or_a_fifo_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    app = root / "app"
+    app.mkdir(parents=True)
+    for i in range(3):
+        (app / f"f{i}").write_text("x")
+    with pytest.raises(ValidationErrors) as info:
+        _copy(root, app, Limits(max_files=2))
+    assert "more than 2 files" in info.value.errors[0][1]
+    shutil.rmtree(tmp_path / "dest")
+    os.mkfifo(app / "pipe")
+    with pytest.raises(ValidationErrors) as info:
+        _copy(root, app)
+    assert "not a regular file" in info.value.errors[0][1]
