@@ -243,14 +243,15 @@ def test_what_the_installer_may_not_use_is_named() -> None:
 def test_a_long_burst_is_cut_to_fit_the_environment() -> None:
     small = {"trigger_id": 1, "events": [{"id": "/a"}]}
     assert fitted(small) is small and fitted(None) is None and fitted({"n": 1}) == {"n": 1}
-    burst = {
+    events = [{"id": f"/f/{i:04}"} for i in range(100)]
+    burst: dict[str, Any] = {
         "trigger_id": 1,
         "fired_at": None,
-        "events": [{"id": f"/f/{i:04}"} for i in range(100)],
+        "events": events,
     }
     cut = fitted(burst, budget=400)
     assert len(jsonc.dumps(cut)) <= 400
-    assert cut["events"] == burst["events"][: len(cut["events"])] and cut["events"]
+    assert cut["events"] == events[: len(cut["events"])] and cut["events"]
     assert cut["events_dropped"] == 100 - len(cut["events"])
 
 
