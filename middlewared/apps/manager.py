@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from middlewared import jsonc
 from middlewared.apps.files import copy_in, read_manifest
-from middlewared.apps.manifest import Manifest, Service, parse_manifest
+from middlewared.apps.manifest import Manifest, parse_manifest
 from middlewared.apps.permissions import Catalog, beyond, translate
 from middlewared.apps.record import AppRecord, load_all
+from middlewared.apps.triggering import KIND, trigger_data
 from middlewared.auth.credentials import Credentials
 from middlewared.commands.model import Command, EnvValue
 from middlewared.context import CallContext
@@ -32,15 +33,13 @@ from middlewared.jobs.job import Job
 from middlewared.roots import Roots, in_thread
 from middlewared.services.triggers import validated
 from middlewared.triggers.model import Trigger
-from middlewared.triggers.parse import collections_of, normalise
+from middlewared.triggers.parse import collections_of
 
 if TYPE_CHECKING:
     from middlewared.app import Middleware
 
 log = logging.getLogger(__name__)
 
-KIND = "app"
-METHOD = "app.run"
 INTERPRETERS = {"node": "node", "python": "python3"}
 # Tokens of app.service_token live at once, at most (each holds a grant until it expires).
 MAX_SERVICE_TOKENS = 1000
@@ -285,7 +284,7 @@ class AppManager:
             old = current.get(service.name)
             trigger = Trigger(
                 id=old.id if old is not None else engine.allocate_id(),
-                data=_trigger_data(manifest.slug, service),
+                data=trigger_data(manifest.slug, service),
                 owner_id=ctx.user.user_id,
                 owner_key=ctx.user.api_key_id,
                 created=old.created if old is not None else int(engine.clock.now() * 1000),
@@ -391,23 +390,6 @@ def fitted(event: Any, budget: int = MAX_FIELDS) -> Any:
             break
         kept.append(item)
     return {**event, "events": kept, "events_dropped": len(events) - len(kept)}
-
-
-def _trigger_data(slug: str, service: Service) -> dict[str, Any]:
-    webhook = service.trigger_type == "@webhook"
-    return normalise(
-        {
-            "type": service.trigger_type,
-            "arguments": service.arguments,
-            "method": METHOD,
-            "params": [slug, service.name],
-            "description": f"app {slug}: service {service.name}",
-            "debounce": service.debounce,
-            "pass_event": service.trigger_type in ("@event", "@webhook"),
-            # cozy's webhooks are unsigned: served only with --allow-unsigned-webhooks.
-            "auth": {"kind": "none", "path": f"apps/{slug}/{service.name}"} if webhook else None,
-        }
-    )
 
 
 def _check_files(folder: Path, manifest: Manifest) -> None:

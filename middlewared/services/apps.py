@@ -12,6 +12,7 @@ from typing import Any
 
 from middlewared.apps.manager import AppManager
 from middlewared.apps.manifest import SERVICE_NAME, SLUG, parse_permissions
+from middlewared.apps.reconcile import reconcile
 from middlewared.apps.record import sweep
 from middlewared.context import CallContext
 from middlewared.jobs.job import Job
@@ -19,6 +20,7 @@ from middlewared.query import query
 from middlewared.registry import Access, JobOptions, Param, Registry
 from middlewared.services.core import app_of
 from middlewared.services.schemas import QUERY_PARAMS
+from middlewared.triggers.store import TriggerStore
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ async def lifespan(app: Any) -> AsyncIterator[None]:
     removed = await asyncio.to_thread(sweep, manager.apps_dir)
     if removed:
         log.warning("apps: removed what an interrupted install or update left: %s", removed)
+    await reconcile(TriggerStore(app.store), manager.apps_dir)
     yield
 
 

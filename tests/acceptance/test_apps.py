@@ -9,9 +9,11 @@ manifests, paths outside the roots, symlinks, permissions beyond a restricted ad
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
+import sqlite3
 import sys
 import uuid
 import zipfile
@@ -371,27 +373,48 @@ def test_midclt_service_run_runs_one_service_here(server: ServerProc, tmp_path: 
     assert done.returncode == 1 and "no service 'nope'" in done.stderr
 
 
-async def test_an_app_survives_a_restart_and_leftovers_are_swept(make_server: Any) -> None:
+def _forget_trigger(proc: ServerProc, trigger_id: int) -> None:
+    with contextlib.closing(sqlite3.connect(proc.data_dir / "middlewared.db")) as db, db:
+        db.execute("DELETE FROM triggers WHERE id = ?", (trigger_id,))
+
+
+async def test_an_app_survives_a_restart_and_a_crash_leaves_nothing_half_done(
+    make_server: Any,
+) -> None:
     proc = make_server()
-    slug = unique("kept")
+    slug, gone = unique("kept"), unique("gone")
     files = proc.data_dir / "files"
-    src = write_app(
-        files / "kept", exec_app(slug), {"bin/probe.sh": EXEC_SCRIPT}, ("bin/probe.sh",)
-    )
+    script, x = {"bin/probe.sh": EXEC_SCRIPT}, ("bin/probe.sh",)
+    src = write_app(files / "kept", exec_app(slug), script, x)
+    other = write_app(files / "gone", exec_app(gone), script, x)
     async with raw(proc.ws_url, "root", proc.password) as c:
         app = await c.call("app.install", str(src))
+        doomed = await c.call("app.install", str(other))
+        await c.call("app.install", str(write_app(files / "fine", exec_app("fine"), script, x)))
+        (fine,) = await c.call("app.query", [["slug", "=", "fine"]])
+    proc.stop()
     apps = proc.data_dir / "apps"
-    # What a crash in the middle of an install or an update leaves.
+    # What a crash in the middle of an install, an update or an uninstall leaves: staging
+    # and unrecorded folders, an old folder, an app without its trigger, a trigger without
+    # its app.
     (apps / ".staging-0123456789ab").mkdir()
     (apps / "half-installed" / "1").mkdir(parents=True)
     (apps / slug / "7").mkdir()
-    proc.restart()
-    assert sorted(p.name for p in apps.iterdir()) == [slug]
+    _forget_trigger(proc, app["services"]["probe"]["trigger_id"])
+    shutil.rmtree(apps / gone)
+    proc.start()
+    assert sorted(p.name for p in apps.iterdir()) == ["fine", slug]
     assert sorted(p.name for p in (apps / slug).iterdir()) == ["1", "app.json"]
     async with raw(proc.ws_url, "root", proc.password) as c:
         (again,) = await c.call("app.query", [["slug", "=", slug]])
-        assert again == app
-        trigger_id = app["services"]["probe"]["trigger_id"]
+        trigger_id = again["services"]["probe"]["trigger_id"]
+        assert trigger_id not in (None, app["services"]["probe"]["trigger_id"])
+        assert {k: v for k, v in again.items() if k != "services"} == {
+            k: v for k, v in app.items() if k != "services"
+        }
+        assert await c.call("app.query", [["slug", "=", "fine"]]) == [fine]
+        orphan = doomed["services"]["probe"]["trigger_id"]
+        assert await c.call("trigger.query", [["id", "=", orphan]]) == []
         job_id = await c.call("trigger.launch", trigger_id)
         (job,) = await service_jobs(c, trigger_id, 1)
         assert job["id"] == job_id and job["state"] == "SUCCESS", job["error"]
