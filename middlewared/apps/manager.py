@@ -98,6 +98,7 @@ class AppManager:
                 name: {
                     **service.record(),
                     "trigger_id": triggers[name].id if name in triggers else None,
+                    "paused": triggers[name].paused if name in triggers else None,
                 }
                 for name, service in manifest.services.items()
             },

@@ -64,7 +64,7 @@ async def lifespan(app: Any) -> AsyncIterator[None]:
 async def query_apps(ctx: CallContext, filters: list[Any], options: dict[str, Any]) -> Any:
     """Query installed apps: ``{slug, name, version, source, digest, path, installed,
     updated, owner, permissions, allow, services: {name: {type, file, trigger, debounce,
-    trigger_id}}}``; ``allow`` is what the permissions grant (methods and collections)."""
+    trigger_id, paused}}}``; ``allow`` is what the permissions grant (methods and collections)."""
     manager = _manager(ctx)
     records = [manager.record(r) for r in (await manager.all()).values()]
     return query(records, filters, options)

@@ -127,6 +127,9 @@ async def test_the_example_app_runs_once_per_burst_within_its_permissions(
             assert f"stdout: {line}" in log, log
         assert "stdout: user.query refused: True" in log
         assert len(await c.call("trigger.jobs", trigger_id, {})) == 1
+        await c.call("trigger.pause", trigger_id)
+        (paused,) = await c.call("app.query", [["slug", "=", "file-census"]])
+        assert paused["services"]["onFilesCreated"]["paused"] is True
         assert await c.call("app.uninstall", "file-census") is True
 
 
@@ -317,9 +320,19 @@ async def test_a_restricted_admin_key_installs_only_within_its_own_rights(
         assert err["data"]["extra"][0][0] == "manifest.permissions"
         app = await k.call("app.install", str(within))
         assert app["owner"] == "root" and app["allow"] == ["test.echo_job"]
-        await k.call("app.uninstall", slug)
+    # The key that installed it is deleted: its service pauses, saying why.
     async with raw(server.ws_url, "root", server.password) as c:
         await c.call("api_key.delete", key["id"])
+
+        async def paused() -> dict[str, Any] | None:
+            (found,) = await c.call("app.query", [["slug", "=", slug]])
+            return found if found["services"]["probe"]["paused"] else None
+
+        await until(paused, "the app's service to pause")
+        trigger_id = app["services"]["probe"]["trigger_id"]
+        (trig,) = await c.call("trigger.query", [["id", "=", trigger_id]])
+        assert "API key revoked" in trig["current_state"]["last_error"]
+        assert await c.call("app.uninstall", slug) is True
 
 
 async def test_apps_are_for_administrators(server: ServerProc) -> None:
