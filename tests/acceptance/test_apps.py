@@ -92,9 +92,13 @@ async def test_the_example_app_runs_once_per_burst_within_its_permissions(
     server: ServerProc,
 ) -> None:
     src = source(server, "census-src")
-    shutil.copytree(EXAMPLE, src, dirs_exist_ok=True)
     drop = source(server, "census-drop")
     async with raw(server.ws_url, "root", server.password) as c:
+        # The copy's own events are told before the app listens (they would open its window).
+        await c.call("core.subscribe", "filesystem.files")
+        shutil.copytree(EXAMPLE, src, dirs_exist_ok=True)
+        copied = str(src / "services" / "on_files_created.py")
+        await c.notification(lambda n: n["params"].get("id") == copied)
         app = await c.call("app.install", str(src))
         assert (app["slug"], app["version"]) == ("file-census", "1.0.0")
         assert "filesystem.stat" in app["allow"] and "filesystem.files" in app["allow"]
