@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 # middlewared and the references print the first; queue workers print the second.
-READY = re.compile(r"listening on http://[\d.]+:(\d+)|bench worker ready")
+READY = re.compile(r"listening on https?://[\d.]+:(\d+)|bench worker ready")
 ROOT = Path(__file__).resolve().parent.parent
 
 

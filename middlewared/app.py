@@ -85,6 +85,10 @@ class Middleware:
         self.commands = CommandManager(self)
         # The port really listened on (``--port 0`` picks one), set once the socket is bound.
         self.port = config.port
+        # The self-signed certificate served (--tls-self-signed): commands verify against it.
+        self.cafile: Path | None = None
+        # RFC 5929 tls-server-end-point of the certificate served (SCRAM channel binding).
+        self.tls_end_point: bytes | None = None
         self.registries: list[Registry] = []
         self.routes: list[Route] = []
         self.sessions: set[Session] = set()
@@ -260,7 +264,8 @@ class Middleware:
         host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
         if ":" in host:
             host = f"[{host}]"
-        return f"ws://{host}:{self.port}/api/current"
+        scheme = "wss" if self.config.transports.tls else "ws"
+        return f"{scheme}://{host}:{self.port}/api/current"
 
     def _background(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

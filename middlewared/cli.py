@@ -21,6 +21,7 @@ from middlewared.config import (
     Retention,
     ServerConfig,
     TransferLimits,
+    Transports,
     TriggerLimits,
 )
 from middlewared.errors import MiddlewareError
@@ -198,7 +199,66 @@ def parser() -> argparse.ArgumentParser:
     _trigger_options(p)
     _notify_options(p)
     _command_options(p)
+    _transport_options(p)
     return p
+
+
+def _octal_mode(text: str) -> int:
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an octal mode (0600, 0660)") from None
+    if not 0 <= mode <= 0o777:
+        raise argparse.ArgumentTypeError(f"{text!r}: a mode is 0 to 0777")
+    return mode
+
+
+def _transport_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tls-cert", type=Path, help="PEM certificate (chain): HTTPS and WSS only")
+    p.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    p.add_argument(
+        "--tls-self-signed",
+        action="store_true",
+        help="serve HTTPS and WSS with a certificate made once and kept in "
+        "<data-dir>/tls/ (its SHA-256 fingerprint is printed at start)",
+    )
+    p.add_argument(
+        "--unix-socket",
+        type=Path,
+        help="also serve the API on this local socket (TrueNAS's: "
+        "/var/run/middleware/middlewared.sock); uid 0 and the server's uid are root there",
+    )
+    p.add_argument(
+        "--unix-socket-mode",
+        type=_octal_mode,
+        default=Transports.unix_socket_mode,
+        help="the socket's mode (default 0600; 0660 with --unix-socket-group; 0666 as TrueNAS)",
+    )
+    p.add_argument("--unix-socket-group", help="the socket's group (a name or a gid)")
+    p.add_argument(
+        "--unix-socket-users",
+        action="store_true",
+        help="a socket peer whose system user name is a middlewared user's is that user "
+        "without logging in (default: other peers must log in)",
+    )
+
+
+def transports_from_args(args: argparse.Namespace) -> Transports:
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise configfile.ConfigError(Path("--tls-cert"), 0, "--tls-cert and --tls-key go together")
+    if args.tls_self_signed and args.tls_cert is not None:
+        raise configfile.ConfigError(
+            Path("--tls-self-signed"), 0, "either --tls-self-signed or --tls-cert, not both"
+        )
+    return Transports(
+        tls_cert=args.tls_cert.resolve() if args.tls_cert else None,
+        tls_key=args.tls_key.resolve() if args.tls_key else None,
+        tls_self_signed=args.tls_self_signed,
+        unix_socket=args.unix_socket.absolute() if args.unix_socket else None,
+        unix_socket_mode=args.unix_socket_mode,
+        unix_socket_group=args.unix_socket_group,
+        unix_socket_users=args.unix_socket_users,
+    )
 
 
 def _command_options(p: argparse.ArgumentParser) -> None:
@@ -446,6 +506,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             kill_grace_seconds=args.command_kill_grace,
             max_commands=args.max_commands,
         ),
+        transports=transports_from_args(args),
     )
 
 
@@ -471,6 +532,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = parse(argv)
+        config = config_from_args(args)
     except configfile.ConfigError as e:
         print(f"middlewared: {e}", file=sys.stderr)
         return 2
@@ -479,7 +541,6 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    config = config_from_args(args)
     from middlewared.app import Middleware
     from middlewared.http.server import serve
 

@@ -154,6 +154,27 @@ class CommandLimits:
 
 
 @dataclass(frozen=True)
+class Transports:
+    """How clients reach the server besides plain HTTP on ``host:port``."""
+
+    # --tls-cert / --tls-key, or --tls-self-signed: HTTPS and WSS on the same port.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_self_signed: bool = False
+    # --unix-socket: the API on a local socket; uid 0 and the server's own uid are root
+    # there from the start (SO_PEERCRED); with unix_socket_users, a peer whose system user
+    # name is a middlewared user's is that user.
+    unix_socket: Path | None = None
+    unix_socket_mode: int = 0o600
+    unix_socket_group: str | None = None
+    unix_socket_users: bool = False
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_self_signed or self.tls_cert is not None
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 6000
@@ -170,6 +191,7 @@ class ServerConfig:
     query: QueryLimits = field(default_factory=QueryLimits)
     notify: NotifyLimits = field(default_factory=NotifyLimits)
     commands: CommandLimits = field(default_factory=CommandLimits)
+    transports: Transports = field(default_factory=Transports)
     # "full": fsync each group commit (survives power loss); "normal": survives a crash.
     durability: str = "full"
     # Seconds given to running jobs to end on SIGTERM before they are aborted.

@@ -39,6 +39,11 @@ class SessionApi(Protocol):
 
     remote: str
     credentials: Credentials | None
+    # Over TLS (SCRAM may bind to the certificate); the SCRAM exchange under way, if any.
+    tls: bool
+    scram: Any
+    # A password login waiting for its two-factor code, if any.
+    otp: Any
 
     def login(self, identity: Identity) -> Credentials | None: ...
 

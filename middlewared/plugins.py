@@ -33,6 +33,7 @@ CORE_SERVICES = (
     "commands",
     "http_jobs",
     "cronjobs",
+    "twofactor",
     "apps",
 )
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-READY = re.compile(r"middlewared listening on http://([\d.]+):(\d+)")
+READY = re.compile(r"middlewared listening on (https?)://([\d.]+):(\d+)")
 ROOT_PASSWORD = "test-root-password"
 
 
@@ -25,6 +25,7 @@ class ServerProc:
     password: str = ROOT_PASSWORD
     host: str = "127.0.0.1"
     port: int = 0
+    scheme: str = "http"
     process: subprocess.Popen[str] | None = None
     output: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
@@ -34,11 +35,12 @@ class ServerProc:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://{self.host}:{self.port}/api/current"
+        ws = "wss" if self.scheme == "https" else "ws"
+        return f"{ws}://{self.host}:{self.port}/api/current"
 
     def start(self, timeout: float = 30.0) -> ServerProc:
         env = dict(os.environ)
@@ -72,7 +74,8 @@ class ServerProc:
             self.output.append(line)
             m = READY.search(line)
             if m and not ready.is_set():
-                self.port = int(m.group(2))
+                self.scheme = m.group(1)
+                self.port = int(m.group(3))
                 ready.set()
         ready.set()
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from bench.context import Context
 from bench.model import Result
 
-NAMES = ("rpc", "jobs", "fanout", "files", "idle", "store", "commands", "triggers")
+NAMES = ("rpc", "jobs", "fanout", "files", "idle", "store", "commands", "output", "triggers")
 
 
 def runner(name: str) -> Callable[[Context], Result]:

@@ -278,7 +278,9 @@ class AsyncClient:
         sources = await asyncio.to_thread(transfers.local_files, files)
         headers = await self._http_headers()
         request = (method, params if isinstance(params, dict) else list(params))
-        async with transfers.session(self.options.connect_timeout) as http:
+        async with transfers.session(
+            self.options.connect_timeout, self.url, self.options.cafile
+        ) as http:
             job_id = await transfers.upload(
                 http, self._http_url("/_upload"), headers, request, sources, on_progress
             )
@@ -459,7 +461,9 @@ class AsyncClient:
         on_progress: TransferCallback | None,
     ) -> None:
         try:
-            async with transfers.session(self.options.connect_timeout) as http:
+            async with transfers.session(
+                self.options.connect_timeout, self.url, self.options.cafile
+            ) as http:
                 await transfers.download(http, self._http_url(url), part.file, on_progress)
         except MiddlewareError as exc:
             raise (await self._abandon(handle) or exc) from exc

@@ -10,11 +10,12 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection, connect, unix_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from middlewared import jsonc
 from middlewared.errors import MiddlewareError
+from middlewared_client.endpoints import Endpoint, tls_context
 from middlewared_client.errors import (
     CallTimeout,
     ConnectFailed,
@@ -56,13 +57,24 @@ class Connection:
         cls, url: str, options: ClientOptions, on_notification: NotificationHandler
     ) -> Connection:
         try:
-            ws = await connect(
-                url,
-                max_size=options.max_size,
-                open_timeout=options.connect_timeout,
-                ping_interval=options.ping_interval,
-            )
-        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+            endpoint = Endpoint.parse(url)
+            if endpoint.unix_path is not None:
+                ws = await unix_connect(
+                    endpoint.unix_path,
+                    endpoint.ws_url,
+                    max_size=options.max_size,
+                    open_timeout=options.connect_timeout,
+                    ping_interval=options.ping_interval,
+                )
+            else:
+                ws = await connect(
+                    url,
+                    max_size=options.max_size,
+                    open_timeout=options.connect_timeout,
+                    ping_interval=options.ping_interval,
+                    ssl=tls_context(options.cafile) if endpoint.secure else None,
+                )
+        except (OSError, TimeoutError, InvalidHandshake, InvalidURI, ValueError) as exc:
             raise _connect_error(url, exc) from exc
         return cls(ws, on_notification)
 

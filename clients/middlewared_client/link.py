@@ -31,12 +31,46 @@ GiveUpHook = Callable[[MiddlewareError], None]
 
 async def login(conn: Connection, creds: Credentials, reply_timeout: float | None) -> None:
     """Log in on ``conn``; ``LoginFailed`` when the server says no (or refuses to try)."""
+    if creds.password is not None and creds.otp_token is None and creds.otp_prompt is not None:
+        await _login_asking_code(conn, creds, reply_timeout)
+        return
     method, params = creds.login_call()
     try:
         ok = await conn.call(method, params, reply_timeout)
     except CallError as exc:
         raise LoginFailed(f"Login failed: {exc.reason}", exc.errno) from exc
     if ok is not True:
+        raise LoginFailed()
+
+
+async def _login_asking_code(
+    conn: Connection, creds: Credentials, reply_timeout: float | None
+) -> None:
+    """TrueNAS's two-step password login: the code is asked for only when the server answers
+    OTP_REQUIRED."""
+    assert creds.otp_prompt is not None
+    try:
+        answer = await conn.call(
+            "auth.login_ex",
+            [
+                {
+                    "mechanism": "PASSWORD_PLAIN",
+                    "username": creds.username,
+                    "password": creds.password,
+                }
+            ],
+            reply_timeout,
+        )
+        if answer.get("response_type") == "OTP_REQUIRED":
+            code = await asyncio.to_thread(creds.otp_prompt)
+            answer = await conn.call(
+                "auth.login_ex_continue",
+                [{"mechanism": "OTP_TOKEN", "otp_token": code.strip()}],
+                reply_timeout,
+            )
+    except CallError as exc:
+        raise LoginFailed(f"Login failed: {exc.reason}", exc.errno) from exc
+    if answer.get("response_type") != "SUCCESS":
         raise LoginFailed()
 
 

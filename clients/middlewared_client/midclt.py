@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import os
 import sys
 from collections.abc import Mapping
@@ -29,6 +30,7 @@ from middlewared_client.clitext import (
     transfer_progress,
 )
 from middlewared_client.cmdrun import parse_env, run_command
+from middlewared_client.endpoints import TRUENAS_SOCKET, UNIX_SCHEME
 from middlewared_client.errors import LoginFailed
 from middlewared_client.options import DEFAULT_URL, ClientOptions, Credentials
 from middlewared_client.transfers import TransferCallback
@@ -49,6 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-P", "--password", help="password")
     parser.add_argument("-K", "--api-key", help="API key")
     parser.add_argument("-T", "--token", help="a token (auth.generate_token, a command run's)")
+    parser.add_argument(
+        "--otp-token",
+        help="the two-factor code, when the user has two-factor on (asked for on a terminal)",
+    )
+    parser.add_argument(
+        "--cafile",
+        help="verify wss:// against this CA file, e.g. the server's self-signed certificate "
+        "(default: MIDDLEWARED_CAFILE, else the system's CAs)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     call = commands.add_parser("call", help="call a method and print its result")
@@ -114,7 +125,20 @@ def credentials(
         parser.error("-U needs -P")
     if password is not None and not user:
         user = "root"
-    return Credentials(username=user, password=password, api_key=api_key, token=token)
+    otp = args.otp_token or env.get("MIDCLT_OTP_TOKEN") or None
+    prompt = _ask_code if password is not None and otp is None and sys.stdin.isatty() else None
+    return Credentials(
+        username=user,
+        password=password,
+        api_key=api_key,
+        token=token,
+        otp_token=otp,
+        otp_prompt=prompt,
+    )
+
+
+def _ask_code() -> str:
+    return getpass.getpass("Two-factor code: ")
 
 
 async def _call(client: AsyncClient, args: argparse.Namespace) -> int:
@@ -230,9 +254,17 @@ COMMANDS = {
 
 async def run(args: argparse.Namespace, url: str, creds: Credentials) -> int:
     # Only a long-lived subscription is worth reconnecting; a one-shot command fails fast.
-    options = ClientOptions(reconnect=args.command == "subscribe")
+    cafile = args.cafile or os.environ.get("MIDDLEWARED_CAFILE") or None
+    options = ClientOptions(reconnect=args.command == "subscribe", cafile=cafile)
     async with AsyncClient(url, credentials=creds, options=options) as client:
         return await COMMANDS[args.command](client, args)
+
+
+def default_url() -> str:
+    """TrueNAS's local socket when it is there (as TrueNAS's midclt), else ws://127.0.0.1:6000."""
+    if os.path.exists(TRUENAS_SOCKET):
+        return f"{UNIX_SCHEME}://{TRUENAS_SOCKET}"
+    return DEFAULT_URL
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -246,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             exc.code if isinstance(exc.code, int) else EXIT_OK if exc.code is None else EXIT_USAGE
         )
     env = os.environ
-    url = args.url or env.get("MIDCLT_URL") or env.get("MIDDLEWARED_URL") or DEFAULT_URL
+    url = args.url or env.get("MIDCLT_URL") or env.get("MIDDLEWARED_URL") or default_url()
     try:
         return asyncio.run(run(args, url, creds))
     except LoginFailed as exc:

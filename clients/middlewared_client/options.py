@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,10 @@ class Credentials:
     password: str | None = field(default=None, repr=False)
     api_key: str | None = field(default=None, repr=False)
     token: str | None = field(default=None, repr=False)
+    # The user's two-factor code, when the server asks for one.
+    otp_token: str | None = field(default=None, repr=False)
+    # Asked for the code when the server wants one and none was given (midclt: a prompt).
+    otp_prompt: Callable[[], str] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         given = sum(x is not None for x in (self.password, self.api_key, self.token))
@@ -38,7 +42,8 @@ class Credentials:
         if self.token is not None:
             return "auth.login_with_token", [self.token]
         if self.password is not None:
-            return "auth.login", [self.username, self.password]
+            otp = [self.otp_token] if self.otp_token is not None else []
+            return "auth.login", [self.username, self.password, *otp]
         raise ValueError("no credentials")
 
 
@@ -71,6 +76,9 @@ class ClientOptions:
     connect_timeout: float = 10.0
     max_size: int | None = DEFAULT_MAX_SIZE
     ping_interval: float | None = 20.0
+    # wss:// and https:// verify against this CA file (a server's self-signed certificate)
+    # instead of the system's CAs.
+    cafile: str | None = None
 
     def __post_init__(self) -> None:
         if self.call_timeout is not None and self.call_timeout <= 0:

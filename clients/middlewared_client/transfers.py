@@ -19,6 +19,7 @@ from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import Payload
 
 from middlewared import jsonc
+from middlewared_client.endpoints import Endpoint, tls_context
 from middlewared_client.errors import ClientError, ConnectFailed, error_from_http
 from middlewared_client.options import Credentials
 
@@ -32,7 +33,10 @@ FileSpec = str | os.PathLike[str] | tuple[str, str | os.PathLike[str]]
 
 
 def http_base(ws_url: str) -> str:
-    """``ws://host:port/api/current`` -> ``http://host:port`` (``wss`` -> ``https``)."""
+    """``ws://host:port/api/current`` -> ``http://host:port`` (``wss`` -> ``https``); the
+    local socket's requests go to ``http://localhost`` through it."""
+    if Endpoint.parse(ws_url).unix_path is not None:
+        return "http://localhost"
     parts = urlsplit(ws_url)
     scheme = {"ws": "http", "wss": "https"}.get(parts.scheme.lower(), parts.scheme.lower())
     path = parts.path.removesuffix(WS_PATH) if parts.path.endswith(WS_PATH) else ""
@@ -155,10 +159,18 @@ def multipart(
     return writer
 
 
-def session(connect_timeout: float) -> aiohttp.ClientSession:
+def session(connect_timeout: float, ws_url: str, cafile: str | None) -> aiohttp.ClientSession:
+    """HTTP to the server ``ws_url`` names: over its local socket, or TCP (TLS verified
+    against ``cafile`` when given)."""
     # No overall deadline: a transfer takes as long as its size needs.
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout)
-    return aiohttp.ClientSession(timeout=timeout)
+    endpoint = Endpoint.parse(ws_url)
+    connector: aiohttp.BaseConnector | None = None
+    if endpoint.unix_path is not None:
+        connector = aiohttp.UnixConnector(endpoint.unix_path)
+    elif cafile is not None:
+        connector = aiohttp.TCPConnector(ssl=tls_context(cafile))
+    return aiohttp.ClientSession(timeout=timeout, connector=connector)
 
 
 def _transport_error(url: str, exc: Exception) -> ClientError:

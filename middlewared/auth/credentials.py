@@ -16,6 +16,8 @@ class CredentialKind(StrEnum):
     # A job a trigger started: its owner's identity, as it stands when the trigger fires.
     TRIGGER = "TRIGGER"
     INTERNAL = "INTERNAL"
+    # A peer of the local UNIX socket, known by its uid (TrueNAS's UNIX_SOCKET).
+    UNIX_SOCKET = "UNIX_SOCKET"
 
 
 @lru_cache(maxsize=4096)

@@ -3,6 +3,7 @@ the one place an identity is turned into the credentials it stands for now."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import re
@@ -12,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from middlewared import jsonc
+from middlewared.auth import scram
 from middlewared.auth.credentials import (
     INTERNAL,
     CredentialKind,
@@ -20,6 +22,8 @@ from middlewared.auth.credentials import (
 )
 from middlewared.auth.grants import Grants
 from middlewared.auth.passwords import HashPool, hash_key, new_secret, same_hash
+from middlewared.auth.scram import ScramSecrets
+from middlewared.auth.twofactor import TwoFactor
 from middlewared.errors import CallError, NotFound, ValidationErrors
 from middlewared.store.base import Op, Store
 
@@ -39,6 +43,7 @@ class User:
     locked: bool
     allowlist: tuple[str, ...]
     created: int
+    twofactor: TwoFactor | None = None
 
     @property
     def usable_admin(self) -> bool:
@@ -54,6 +59,7 @@ class User:
             "locked": self.locked,
             "allowlist": list(self.allowlist),
             "password_set": self.password_hash is not None,
+            "twofactor_auth_configured": self.twofactor is not None,
             "created": {"$date": self.created},
         }
 
@@ -67,6 +73,7 @@ class User:
             "locked": int(self.locked),
             "allowlist": jsonc.dumps(list(self.allowlist)),
             "created": self.created,
+            "twofactor": None if self.twofactor is None else jsonc.dumps(self.twofactor.record()),
         }
 
 
@@ -79,6 +86,8 @@ class ApiKey:
     allowlist: tuple[str, ...]
     created: int
     expires: int | None
+    # SCRAM-SHA-512 secrets; None for a key made before them, until its next plain login.
+    scram: ScramSecrets | None = None
 
     def record(self, username: str | None) -> dict[str, Any]:
         return {
@@ -101,6 +110,7 @@ class ApiKey:
             "allowlist": jsonc.dumps(list(self.allowlist)),
             "created": self.created,
             "expires": self.expires,
+            "scram": None if self.scram is None else jsonc.dumps(self.scram.record()),
         }
 
 
@@ -153,6 +163,9 @@ class Directory:
                 bool(r["locked"]),
                 tuple(jsonc.loads(r["allowlist"])),
                 int(r["created"]),
+                None
+                if r["twofactor"] is None
+                else TwoFactor.from_record(jsonc.loads(r["twofactor"])),
             )
         for r in await self.store.fetch("all_api_keys"):
             self.keys[int(r["id"])] = ApiKey(
@@ -163,6 +176,7 @@ class Directory:
                 tuple(jsonc.loads(r["allowlist"])),
                 int(r["created"]),
                 r["expires"],
+                None if r["scram"] is None else ScramSecrets.from_record(jsonc.loads(r["scram"])),
             )
         self._changed()
 
@@ -235,8 +249,34 @@ class Directory:
         user = self.users.get(api_key.user_id) if api_key.user_id is not None else None
         if user is None or user.locked or (username is not None and username != user.username):
             return None
-        not_after = None if api_key.expires is None else api_key.expires / 1000
-        return Identity(CredentialKind.API_KEY, user.id, api_key.id, not_after)
+        return _key_identity(api_key, user)
+
+    def scram_key(self, username: str, kid: int) -> tuple[ScramSecrets, Identity] | None:
+        """The SCRAM secrets of key ``kid`` of user ``username`` and who it logs in as; None
+        when there is no such usable key (or it has no SCRAM secrets yet)."""
+        api_key = self.keys.get(kid)
+        if api_key is None or api_key.scram is None or _expired(api_key):
+            return None
+        user = self.users.get(api_key.user_id) if api_key.user_id is not None else None
+        if user is None or user.locked or user.username != username:
+            return None
+        return api_key.scram, _key_identity(api_key, user)
+
+    async def add_scram(self, key: str) -> None:
+        """Give a key made before SCRAM its secrets, from the key itself (a plain login that
+        just succeeded: the only moment the server sees it)."""
+        m = API_KEY.match(key)
+        api_key = self.keys.get(int(m.group(1))) if m is not None else None
+        if m is None or api_key is None or api_key.scram is not None:
+            return
+        keys, _ = await asyncio.to_thread(scram.derive, m.group(2))
+        current = self.keys.get(api_key.id)
+        if current is None or current.key_hash != api_key.key_hash or current.scram is not None:
+            return
+        updated = replace(current, scram=keys)
+        await self.store.write([Op("set_api_key_scram", {"id": updated.id, **updated.row("")})])
+        self.keys[updated.id] = updated
+        log.info("api key %d: SCRAM secrets added at its plain login", updated.id)
 
     # -- users --------------------------------------------------------------------------
     async def _next_id(self, name: str, current: dict[int, Any]) -> int:
@@ -286,6 +326,32 @@ class Directory:
         log.info("user %d (%s) updated", uid, new.username)
         return new
 
+    async def set_twofactor(self, uid: int, twofactor: TwoFactor | None) -> User:
+        """Give user ``uid`` a new two-factor secret, or take it away (None)."""
+        new = replace(self._user(uid), twofactor=twofactor)
+        await self.store.write([Op("update_user", new.row())])
+        self.users[uid] = new
+        self._changed()
+        log.info("user %d: two-factor secret %s", uid, "renewed" if twofactor else "removed")
+        return new
+
+    async def use_code(self, uid: int, code: str, window: int) -> bool:
+        """Whether ``code`` is user ``uid``'s current two-factor code; a code that passes is
+        used up (stored before the answer), as are those before it."""
+        user = self.users.get(uid)
+        if user is None or user.twofactor is None:
+            return False
+        checked = user.twofactor.check(code, window)
+        if checked is None:
+            return False
+        current = self.users.get(uid)
+        if current is None or current.twofactor != user.twofactor:
+            return False  # changed meanwhile (another login used a code): try again
+        new = replace(current, twofactor=checked)
+        self.users[uid] = new
+        await self.store.write([Op("update_user", new.row())])
+        return True
+
     async def delete_user(self, uid: int) -> None:
         user = self._user(uid)
         self._keep_an_admin(self.users, {k: v for k, v in self.users.items() if k != uid})
@@ -324,14 +390,16 @@ class Directory:
             raise ValidationErrors([("username", "User name already in use", errno.EEXIST)])
 
     # -- API keys -----------------------------------------------------------------------
-    async def create_key(self, data: dict[str, Any]) -> tuple[ApiKey, str]:
-        """Returns the key and its secret form ``<id>-<secret>``, shown this once only."""
+    async def create_key(self, data: dict[str, Any]) -> tuple[ApiKey, str, bytes]:
+        """Returns the key, its secret form ``<id>-<secret>`` and its SCRAM client key, shown
+        this once only."""
         username = data.get("username", "root")
         user = self.by_name(username)
         if user is None:
             raise ValidationErrors([("username", "No such user", errno.ENOENT)])
         kid = await self._next_id("api_keys", self.keys)
         secret = new_secret(48).replace("-", "A").replace("_", "B")
+        keys, client_key = await asyncio.to_thread(scram.derive, secret)
         key = ApiKey(
             kid,
             data["name"],
@@ -340,7 +408,9 @@ class Directory:
             tuple(data.get("allowlist", ["*"])),
             _now_ms(),
             data.get("expires"),
+            keys,
         )
+
         await self.store.write(
             [
                 Op("insert_api_key", key.row(user.username)),
@@ -350,7 +420,7 @@ class Directory:
         self.keys[kid] = key
         self._changed()
         log.info("api key %d (%s) created for user %d", kid, key.name, user.id)
-        return key, f"{kid}-{secret}"
+        return key, f"{kid}-{secret}", client_key
 
     async def update_key(self, kid: int, data: dict[str, Any]) -> ApiKey:
         key = self._key(kid)
@@ -379,6 +449,11 @@ class Directory:
 
     def key_record(self, key: ApiKey) -> dict[str, Any]:
         return key.record(self.username_of(key.user_id))
+
+
+def _key_identity(api_key: ApiKey, user: User) -> Identity:
+    not_after = None if api_key.expires is None else api_key.expires / 1000
+    return Identity(CredentialKind.API_KEY, user.id, api_key.id, not_after)
 
 
 def _expired(key: ApiKey) -> bool:

@@ -123,6 +123,7 @@ class CommandManager:
         book, boot = self.book, self.boot
         return runner.RunHooks(
             output=job.log_bytes,
+            output_full=job.log_full,
             progress=lambda p: job.set_progress(
                 p.get("percent"), p.get("description"), p.get("extra")
             ),
@@ -176,6 +177,8 @@ class CommandManager:
         )
         if token is not None:
             env["MIDDLEWARED_TOKEN"] = token
+        if self.app.cafile is not None:
+            env["MIDDLEWARED_CAFILE"] = str(self.app.cafile)
         return env
 
     async def _end(

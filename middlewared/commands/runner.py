@@ -51,6 +51,8 @@ class RunHooks:
 
     output: Callable[[bytes], None]
     progress: Callable[[dict[str, Any]], None]
+    # Whether output of that many bytes would be dropped unkept (then it is counted).
+    output_full: Callable[[int], bool] | None = None
     spawned: Callable[[int, int | None], None] = field(default=lambda pgid, start: None)
     reaped: Callable[[int], None] = field(default=lambda pgid: None)
 
@@ -106,7 +108,7 @@ async def run_line(spec: RunSpec, line: str, hooks: RunHooks) -> tuple[int, str]
     """One line: its exit code (minus the signal that killed it) and its last lines of
     stderr."""
     secrets = [s.encode() for s in spec.secrets if len(s) >= 6]
-    out = Lines("stdout", hooks.output, secrets)
+    out = Lines("stdout", hooks.output, secrets, hooks.output_full)
     err = Lines("stderr", hooks.output, secrets).keep_tail()
     progress = Progress(hooks.progress, lambda why: note(hooks, f"progress ignored: {why}"))
     pipes = Pipes()

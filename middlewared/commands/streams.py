@@ -34,9 +34,18 @@ def stamp(label: str, now: float | None = None) -> bytes:
 class Lines:
     """Cuts a byte stream into lines and hands complete ones on, stamped and masked."""
 
-    def __init__(self, label: str, sink: Sink, secrets: Sequence[bytes] = ()) -> None:
+    def __init__(
+        self,
+        label: str,
+        sink: Sink,
+        secrets: Sequence[bytes] = (),
+        full: Callable[[int], bool] | None = None,
+    ) -> None:
         self.label = label
         self.sink = sink
+        # Asked before a chunk is cut and stamped: True when the sink keeps no more (it then
+        # counted the chunk as dropped). Not asked once a tail is kept: stderr's is quoted.
+        self.full = full
         self.secrets = [s for s in secrets if s]
         self._partial = b""
         self.tail: deque[bytes] | None = None
@@ -47,6 +56,9 @@ class Lines:
         return self
 
     def feed(self, data: bytes) -> None:
+        if self.full is not None and self.tail is None and self.full(len(data)):
+            self._partial = b""
+            return
         buf = self._partial + data if self._partial else data
         end = buf.rfind(b"\n")
         if end < 0:

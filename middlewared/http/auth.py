@@ -10,6 +10,7 @@ from aiohttp import web
 from middlewared.app import Middleware
 from middlewared.auth.credentials import Credentials, Identity
 from middlewared.errors import Busy
+from middlewared.http import unixsock
 from middlewared.http.errors import http_error
 from middlewared.http.websocket import client_address
 
@@ -35,7 +36,15 @@ async def _check(app: Middleware, scheme: str, value: str) -> Identity | None:
 
 
 async def authenticate(request: web.Request, app: Middleware) -> Credentials:
-    """The caller's credentials, or a 401 (429 when this address failed too often)."""
+    """The caller's credentials, or a 401 (429 when this address failed too often). A peer
+    of the local socket that is root there needs none."""
+    peer = unixsock.peer_identity(app.directory, app.config.transports, request.transport)
+    if peer is not None and not (
+        "Authorization" in request.headers or "auth_token" in request.query
+    ):
+        creds = app.directory.resolve(peer)
+        if creds is not None:
+            return creds
     header = request.headers.get("Authorization")
     query_token = request.query.get("auth_token")
     if header:

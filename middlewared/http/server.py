@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from middlewared.app import Middleware
+from middlewared.http import tls, unixsock
 from middlewared.http.admission import Admission
 from middlewared.http.download import download_handler
 from middlewared.http.fds import throttle_accept_errors
@@ -135,13 +136,36 @@ async def serve(app: Middleware) -> None:
     throttle_accept_errors(loop, admission.recurring)
     # Our own listener rather than aiohttp's site: each accepted socket goes through admission
     # before aiohttp's protocol (web.Server is a protocol factory) sees it.
+    transports = config.transports
+    certificate = tls.files(transports, config.data_dir)
+    ssl_context = tls.context(*certificate) if certificate is not None else None
     listener = await loop.create_server(
-        admission.protocol, config.host, config.port, reuse_address=True, backlog=LISTEN_BACKLOG
+        admission.protocol,
+        config.host,
+        config.port,
+        reuse_address=True,
+        backlog=LISTEN_BACKLOG,
+        ssl=ssl_context,
+    )
+    local = (
+        await unixsock.listen(loop, admission.protocol, transports)
+        if transports.unix_socket is not None
+        else None
     )
     port = int(listener.sockets[0].getsockname()[1])
     app.port = port
+    if transports.tls_self_signed and certificate is not None:
+        app.cafile = certificate[0]
+    if certificate is not None:
+        app.tls_end_point = tls.end_point(certificate[0])
     settle_collector()
-    print(f"middlewared listening on http://{config.host}:{port}", flush=True)
+    scheme = "https" if ssl_context is not None else "http"
+    if certificate is not None:
+        print(f"middlewared TLS certificate {certificate[0]}", flush=True)
+        print(f"middlewared TLS SHA-256 fingerprint {tls.fingerprint(certificate[0])}", flush=True)
+    if transports.unix_socket is not None:
+        print(f"middlewared listening on unix:{transports.unix_socket}", flush=True)
+    print(f"middlewared listening on {scheme}://{config.host}:{port}", flush=True)
     log.info("listening on %s:%d, data dir %s", config.host, port, config.data_dir)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -165,6 +189,9 @@ async def serve(app: Middleware) -> None:
         # Jobs end (or are aborted) while their callers are still connected to hear it.
         await app.stop()
         listener.close()
+        if local is not None:
+            local.close()
+            unixsock.unlink(transports.unix_socket)  # type: ignore[arg-type]
         sessions: set[Session] = set(app.sessions)
         await asyncio.gather(
             *(s.transport.close(GOING_AWAY, "Server shutting down") for s in list(sessions)),

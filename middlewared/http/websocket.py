@@ -10,6 +10,7 @@ from collections.abc import Callable
 from aiohttp import WSMsgType, web
 
 from middlewared.app import Middleware
+from middlewared.http import unixsock
 from middlewared.http.aiohttp_private import GuardedWebSocketResponse
 from middlewared.http.frameguard import FixedLimit, FrameGuard
 from middlewared.http.keys import ADMISSION, MIDDLEWARE
@@ -60,6 +61,11 @@ class AiohttpTransport:
 
 
 def client_address(request: web.Request) -> str:
+    """The peer's IP address, or ``unix:uid=N`` on the local socket (the login throttle
+    counts each uid on its own)."""
+    local = unixsock.address(request.transport)
+    if local is not None:
+        return local
     peer = request.transport.get_extra_info("peername") if request.transport else None
     return str(peer[0]) if peer else "unknown"
 
@@ -75,9 +81,15 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     )
     await ws.prepare(request)
     session = Session(app, AiohttpTransport(ws, request), client_address(request))
+    session.tls = request.transport is not None and (
+        request.transport.get_extra_info("ssl_object") is not None
+    )
     guard.source = session
     closing: list[asyncio.Task[None]] = []
     settle = _login_deadline(request, session, closing)
+    peer = unixsock.peer_identity(app.directory, app.config.transports, request.transport)
+    if peer is not None and session.login(peer) is not None:
+        log.info("session %s: logged in by its uid", session.remote)
     session.start()
     # The messages are read in a task of their own: under the handler, each one would
     # resume every middleware's frame too (1 µs of a 19 µs call). Cancelling the handler

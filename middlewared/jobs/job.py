@@ -161,6 +161,11 @@ class Job:
             self.logs.write_bytes(data)
             self.on_change(self, True)
 
+    def log_full(self, size: int) -> bool:
+        """Whether output of ``size`` bytes would be dropped (the log was cut): then it is
+        counted as dropped, and the caller need not prepare it."""
+        return self.logs is None or self.logs.drop_if_full(size)
+
     async def wait(self) -> Any:
         """The job's result (or its error). Cancelling the waiter leaves the job alone."""
         return await asyncio.shield(self.done)

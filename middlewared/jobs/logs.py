@@ -49,6 +49,14 @@ class JobLog:
         self._append(data)
         self.written += len(data)
 
+    def drop_if_full(self, size: int) -> bool:
+        """Once the log was cut, count ``size`` more bytes as not kept and say so (a child's
+        output past the bound is then dropped unread by its reader, not stamped first)."""
+        if self.dropped == 0:
+            return False
+        self.dropped += size
+        return True
+
     def _append(self, data: bytes) -> None:
         if self._fd is None:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

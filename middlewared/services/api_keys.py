@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from middlewared.context import CallContext
@@ -43,10 +44,20 @@ async def query_keys(ctx: CallContext, filters: list[Any], options: dict[str, An
 @registry.method(params=[Param("data", CREATE)], returns={"type": "object"}, access=Access.ADMIN)
 async def create(ctx: CallContext, data: dict[str, Any]) -> dict[str, Any]:
     """Issue a key for a user (default root) with an allow-list of method patterns
-    (default ``["*"]``). The answer's ``key`` is shown this once only."""
+    (default ``["*"]``). The answer's ``key`` is shown this once only, with
+    ``client_material`` (``api_key_id``, ``client_key``, ``stored_key``, ``server_key``):
+    TrueNAS's client takes it as JSON in place of the key and then logs in with SCRAM
+    without computing PBKDF2."""
     directory = app_of(ctx).directory
-    key, secret = await directory.create_key(data)
-    return {**directory.key_record(key), "key": secret}
+    key, secret, client_key = await directory.create_key(data)
+    assert key.scram is not None
+    material = {
+        "api_key_id": key.id,
+        "client_key": base64.b64encode(client_key).decode(),
+        "stored_key": base64.b64encode(key.scram.stored_key).decode(),
+        "server_key": base64.b64encode(key.scram.server_key).decode(),
+    }
+    return {**directory.key_record(key), "key": secret, "client_material": material}
 
 
 @registry.method(

@@ -9,13 +9,14 @@ from typing import Any
 from middlewared.auth.credentials import Identity
 from middlewared.context import CallContext
 from middlewared.registry import Access, Param, Registry
+from middlewared.services import otp_login, scram_login
 from middlewared.services.core import app_of, session
 
 log = logging.getLogger(__name__)
 
 registry = Registry("auth", "Authentication")
 
-MECHANISMS = ["PASSWORD_PLAIN", "API_KEY_PLAIN", "TOKEN_PLAIN"]
+MECHANISMS = ["PASSWORD_PLAIN", "API_KEY_PLAIN", "TOKEN_PLAIN", "SCRAM"]
 STRING = {"type": "string"}
 
 
@@ -44,19 +45,50 @@ async def _login(
     return True
 
 
-async def _password(ctx: CallContext, username: str, password: str) -> bool:
-    return await _login(
-        ctx,
-        f"password, user {username}",
-        lambda: app_of(ctx).directory.check_password(username, password),
-    )
+async def _password(
+    ctx: CallContext, username: str, password: str, otp_token: str | None = None
+) -> bool:
+    """A password login; with two-factor on for the user, ``otp_token`` must be its code."""
+    app = app_of(ctx)
+
+    async def check() -> Identity | None:
+        identity = await app.directory.check_password(username, password)
+        if identity is None or not otp_login.needs_code(app, identity):
+            return identity
+        return identity if await otp_login.code_ok(app, identity, otp_token) else None
+
+    return await _login(ctx, f"password, user {username}", check)
+
+
+async def _password_ex(ctx: CallContext, username: str, password: str) -> dict[str, Any]:
+    """auth.login_ex's password login: OTP_REQUIRED when the user must give a code."""
+    app = app_of(ctx)
+    session(ctx)
+    remote = _remote(ctx)
+    ticket = app.throttle.begin(remote)
+    identity = await app.directory.check_password(username, password)
+    if identity is None:
+        log.warning("login failed from %s (password, user %s)", remote, username)
+        return {"response_type": "AUTH_ERR"}
+    if otp_login.needs_code(app, identity):
+        return otp_login.ask(ctx, identity, ticket, username)
+    creds = session(ctx).login(identity)
+    if creds is None:
+        return {"response_type": "AUTH_ERR"}
+    app.throttle.succeeded(remote, ticket)
+    log.info("login of %s from %s (password)", creds.username, remote)
+    return {"response_type": "SUCCESS", "user_info": _me(ctx)}
 
 
 async def _api_key(ctx: CallContext, key: str, username: str | None = None) -> bool:
     async def check() -> Identity | None:
         return app_of(ctx).directory.check_api_key(key, username)
 
-    return await _login(ctx, "api key", check)
+    ok = await _login(ctx, "api key", check)
+    if ok:
+        # A key made before SCRAM gets its secrets now (once).
+        await app_of(ctx).directory.add_scram(key)
+    return ok
 
 
 async def _token(ctx: CallContext, token: str) -> bool:
@@ -76,8 +108,9 @@ async def _token(ctx: CallContext, token: str) -> bool:
     access=Access.PUBLIC,
 )
 async def login(ctx: CallContext, username: str, password: str, otp_token: str | None) -> bool:
-    """Log this connection in with a user name and password. False when they are wrong."""
-    return await _password(ctx, username, password)
+    """Log this connection in with a user name and password (and ``otp_token``, the user's
+    two-factor code, when two-factor is on and the user has a secret). False when wrong."""
+    return await _password(ctx, username, password, otp_token)
 
 
 @registry.method(
@@ -112,6 +145,8 @@ LOGIN_EX = {
         "password": STRING,
         "api_key": STRING,
         "token": STRING,
+        "scram_type": {"enum": ["CLIENT_FIRST_MESSAGE", "CLIENT_FINAL_MESSAGE"]},
+        "rfc_str": {"type": "string", "maxLength": 4096},
         "login_options": {"type": "object"},
     },
     "required": ["mechanism"],
@@ -124,17 +159,53 @@ LOGIN_EX = {
 async def login_ex(ctx: CallContext, data: dict[str, Any]) -> dict[str, Any]:
     """TrueNAS's newer login: ``{"mechanism": "PASSWORD_PLAIN", "username", "password"}``,
     ``{"mechanism": "API_KEY_PLAIN", "username", "api_key"}`` or
-    ``{"mechanism": "TOKEN_PLAIN", "token"}``. Answers ``response_type`` SUCCESS or AUTH_ERR."""
+    ``{"mechanism": "TOKEN_PLAIN", "token"}``. Answers ``response_type`` SUCCESS or AUTH_ERR.
+
+    ``{"mechanism": "SCRAM", "scram_type": "CLIENT_FIRST_MESSAGE" | "CLIENT_FINAL_MESSAGE",
+    "rfc_str"}``: TrueNAS 26's SCRAM-SHA-512 exchange for API keys (the key never crosses
+    the wire), answered with ``SCRAM_RESPONSE`` (``scram_type`` ``SERVER_FIRST_RESPONSE``
+    then ``SERVER_FINAL_RESPONSE`` with ``user_info``) or ``AUTH_ERR``; bound to the TLS
+    certificate (``p=tls-server-end-point``) when the client asks, over TLS only."""
     mechanism = data["mechanism"]
+    if mechanism == "SCRAM":
+        rfc_str = data.get("rfc_str", "")
+        if data.get("scram_type") == "CLIENT_FIRST_MESSAGE":
+            return scram_login.first(ctx, rfc_str)
+        if data.get("scram_type") == "CLIENT_FINAL_MESSAGE":
+            return scram_login.final(ctx, rfc_str, _me)
+        return {"response_type": "AUTH_ERR"}
     if mechanism == "PASSWORD_PLAIN":
-        ok = await _password(ctx, data.get("username", ""), data.get("password", ""))
-    elif mechanism == "API_KEY_PLAIN":
+        return await _password_ex(ctx, data.get("username", ""), data.get("password", ""))
+    if mechanism == "API_KEY_PLAIN":
         ok = await _api_key(ctx, data.get("api_key", ""), data.get("username"))
     else:
         ok = await _token(ctx, data.get("token", ""))
     if not ok:
         return {"response_type": "AUTH_ERR"}
     return {"response_type": "SUCCESS", "user_info": _me(ctx)}
+
+
+LOGIN_EX_CONTINUE = {
+    "type": "object",
+    "properties": {
+        "mechanism": {"enum": ["OTP_TOKEN"]},
+        "otp_token": {"type": "string", "maxLength": 16},
+    },
+    "required": ["mechanism", "otp_token"],
+    "additionalProperties": False,
+}
+
+
+@registry.method(
+    params=[Param("data", LOGIN_EX_CONTINUE, secret=True)],
+    returns={"type": "object"},
+    access=Access.PUBLIC,
+)
+async def login_ex_continue(ctx: CallContext, data: dict[str, Any]) -> dict[str, Any]:
+    """Finish a password login that answered OTP_REQUIRED: ``{"mechanism": "OTP_TOKEN",
+    "otp_token"}`` (the user's current two-factor code; a code is good once). Answers
+    SUCCESS with ``user_info``, or AUTH_ERR (the login must then start again)."""
+    return await otp_login.finish(ctx, data["otp_token"], _me)
 
 
 def _me(ctx: CallContext) -> dict[str, Any]:

@@ -72,6 +72,7 @@ class MemoryStore(Store):
             "insert_api_key": lambda p: self._insert("api_keys", p["id"], p),
             "update_api_key": lambda p: self._update("api_keys", p["id"], p),
             "delete_api_key": lambda p: self._delete("api_keys", p["id"]),
+            "set_api_key_scram": lambda p: self._update("api_keys", p["id"], p),
             "delete_user_api_keys": self._delete_user_keys,
             "set_settings": lambda p: self._upsert("settings", p["namespace"], p),
             "insert_trigger": self._insert_trigger,

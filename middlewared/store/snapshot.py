@@ -31,6 +31,7 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
         "locked",
         "allowlist",
         "created",
+        "twofactor",
     ),
     "api_keys": (
         "id",
@@ -41,6 +42,7 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
         "allowlist",
         "created",
         "expires",
+        "scram",
     ),
     "triggers": ("id", "type", "owner_id", "paused", "next_run", "hook_path", "record"),
     "trigger_fires": ("trigger_id", "due", "job_id"),

@@ -111,6 +111,12 @@ class Session:
         # Set by the HTTP layer: lifts the login deadline and caps of a connection not
         # logged in yet.
         self.on_login: Callable[[], None] | None = None
+        # Set by the HTTP layer: the connection came over TLS (SCRAM channel binding).
+        self.tls = False
+        # A SCRAM exchange under way (at most one a connection: a new one replaces it).
+        self.scram: Any = None
+        # A password login waiting for its two-factor code (auth.login_ex_continue).
+        self.otp: Any = None
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:

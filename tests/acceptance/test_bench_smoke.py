@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCENARIOS = {"rpc", "jobs", "fanout", "files", "idle", "store", "commands", "triggers"}
+SCENARIOS = {"rpc", "jobs", "fanout", "files", "idle", "store", "commands", "output", "triggers"}
 
 
 @pytest.mark.slow

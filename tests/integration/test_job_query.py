@@ -86,7 +86,7 @@ async def make_users(app: Middleware) -> dict[str, Credentials]:
     directory = app.directory
     alice = await directory.create_user({"username": "alice", "allowlist": ["t.*"]})
     bob = await directory.create_user({"username": "bob", "allowlist": ["t.*"]})
-    key, _ = await directory.create_key(
+    key, _, *_ = await directory.create_key(
         {"name": "bob's", "username": "bob", "allowlist": ["t.quick", "t.hold"]}
     )
     root = directory.by_name("root")

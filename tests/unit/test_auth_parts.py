@@ -492,7 +492,7 @@ async def test_a_password_login_is_an_identity_resolved_at_each_use(directory: D
 async def test_an_api_key_belongs_to_a_user_id(directory: Directory) -> None:
     alice = directory.by_name("alice")
     assert alice is not None
-    key, secret = await directory.create_key(
+    key, secret, *_ = await directory.create_key(
         {"name": "ci", "username": "alice", "allowlist": ["t.run"]}
     )
     assert key.user_id == alice.id
@@ -513,19 +513,19 @@ async def test_an_api_key_belongs_to_a_user_id(directory: Directory) -> None:
 
 
 async def test_an_expiring_key_gives_its_identity_an_end(directory: Directory) -> None:
-    _, secret = await directory.create_key(
+    _, secret, *_ = await directory.create_key(
         {"name": "short", "username": "alice", "expires": 4_102_444_800_000}
     )
     identity = directory.check_api_key(secret)
     assert identity is not None and identity.not_after == 4_102_444_800.0
-    _, gone = await directory.create_key({"name": "old", "username": "alice", "expires": 1})
+    _, gone, *_ = await directory.create_key({"name": "old", "username": "alice", "expires": 1})
     assert directory.check_api_key(gone) is None
 
 
 async def test_deleting_a_user_revokes_its_keys(directory: Directory) -> None:
     alice = directory.by_name("alice")
     assert alice is not None
-    key, secret = await directory.create_key({"name": "k", "username": "alice"})
+    key, secret, *_ = await directory.create_key({"name": "k", "username": "alice"})
     identity = directory.check_api_key(secret)
     assert identity is not None
     await directory.delete_user(alice.id)
@@ -574,7 +574,7 @@ async def test_every_change_calls_the_listeners(directory: Directory) -> None:
     directory.on_change(lambda: changes.append(1))
     user = await directory.create_user({"username": "carol"})
     await directory.update_user(user.id, {"full_name": "Carol"})
-    key, _ = await directory.create_key({"name": "k", "username": "carol"})
+    key, _, *_ = await directory.create_key({"name": "k", "username": "carol"})
     await directory.delete_key(key.id)
     await directory.delete_user(user.id)
     await directory.load()

@@ -172,3 +172,28 @@ async def test_an_identity_on_a_grant_resolves_only_while_it_is_open() -> None:
     assert creds.allows("b.x") and not creds.allows("a.x") and not creds.allows("c.x")
     directory.grants.close(grant)
     assert directory.resolve(identity) is None
+
+
+def test_output_past_a_cut_log_is_counted_not_stamped(tmp_path: Path) -> None:
+    log = JobLog(tmp_path / "job.log", max_bytes=100)
+    lines = Lines("stdout", log.write_bytes, [], log.drop_if_full)
+    lines.feed(b"a" * 60 + b"\n")
+    assert not log.cut
+    lines.feed(b"b" * 60 + b"\n")  # crosses the bound: the log is cut here
+    assert log.cut
+    dropped = log.dropped
+    lines.feed(b"c" * 1000 + b"\npartial")  # counted as it came, never cut into lines
+    assert log.dropped == dropped + 1008
+    lines.close()  # the partial line past the cut is not written either
+    log.close()
+    text = (tmp_path / "job.log").read_text()
+    assert "ccc" not in text and "partial" not in text
+    assert f"[{dropped + 1008} more bytes were not kept]" in text
+
+
+def test_stderr_keeps_its_tail_past_a_cut_log(tmp_path: Path) -> None:
+    log = JobLog(tmp_path / "job.log", max_bytes=10)
+    err = Lines("stderr", log.write_bytes, [], log.drop_if_full).keep_tail()
+    err.feed(b"x" * 50 + b"\n")
+    err.feed(b"the reason it failed\n")
+    assert log.cut and "the reason it failed" in err.tail_text()

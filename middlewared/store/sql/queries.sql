@@ -72,24 +72,29 @@ DELETE FROM jobs WHERE id = :id;
 SELECT owner_id, method, api_key_id FROM jobs WHERE id = :id;
 
 -- name: insert_user
-INSERT INTO users (id, username, full_name, password_hash, admin, locked, allowlist, created)
-VALUES (:id, :username, :full_name, :password_hash, :admin, :locked, :allowlist, :created);
+INSERT INTO users (id, username, full_name, password_hash, admin, locked, allowlist, created,
+                   twofactor)
+VALUES (:id, :username, :full_name, :password_hash, :admin, :locked, :allowlist, :created,
+        :twofactor);
 
 -- name: update_user
 UPDATE users SET username = :username, full_name = :full_name, password_hash = :password_hash,
-       admin = :admin, locked = :locked, allowlist = :allowlist
+       admin = :admin, locked = :locked, allowlist = :allowlist, twofactor = :twofactor
 WHERE id = :id;
 
 -- name: delete_user
 DELETE FROM users WHERE id = :id;
 
 -- name: all_users
-SELECT id, username, full_name, password_hash, admin, locked, allowlist, created
+SELECT id, username, full_name, password_hash, admin, locked, allowlist, created, twofactor
 FROM users ORDER BY id;
 
 -- name: insert_api_key
-INSERT INTO api_keys (id, name, username, user_id, key_hash, allowlist, created, expires)
-VALUES (:id, :name, :username, :user_id, :key_hash, :allowlist, :created, :expires);
+INSERT INTO api_keys (id, name, username, user_id, key_hash, allowlist, created, expires, scram)
+VALUES (:id, :name, :username, :user_id, :key_hash, :allowlist, :created, :expires, :scram);
+
+-- name: set_api_key_scram
+UPDATE api_keys SET scram = :scram WHERE id = :id;
 
 -- name: update_api_key
 UPDATE api_keys SET name = :name, allowlist = :allowlist, expires = :expires WHERE id = :id;
@@ -101,7 +106,7 @@ DELETE FROM api_keys WHERE id = :id;
 DELETE FROM api_keys WHERE user_id = :user_id;
 
 -- name: all_api_keys
-SELECT id, name, user_id, key_hash, allowlist, created, expires FROM api_keys ORDER BY id;
+SELECT id, name, user_id, key_hash, allowlist, created, expires, scram FROM api_keys ORDER BY id;
 
 -- name: all_settings
 SELECT namespace, value FROM settings ORDER BY namespace;
@@ -128,11 +133,13 @@ SELECT id, name, kind, recipients, url, secret, created FROM notifiers ORDER BY 
 -- name: restore_config
 -- Runs with the snapshot attached as "bak", in one transaction.
 DELETE FROM users;
-INSERT INTO users (id, username, full_name, password_hash, admin, locked, allowlist, created)
-SELECT id, username, full_name, password_hash, admin, locked, allowlist, created FROM bak.users;
+INSERT INTO users (id, username, full_name, password_hash, admin, locked, allowlist, created,
+                   twofactor)
+SELECT id, username, full_name, password_hash, admin, locked, allowlist, created, twofactor
+FROM bak.users;
 DELETE FROM api_keys;
-INSERT INTO api_keys (id, name, username, user_id, key_hash, allowlist, created, expires)
-SELECT id, name, username, user_id, key_hash, allowlist, created, expires FROM bak.api_keys;
+INSERT INTO api_keys (id, name, username, user_id, key_hash, allowlist, created, expires, scram)
+SELECT id, name, username, user_id, key_hash, allowlist, created, expires, scram FROM bak.api_keys;
 DELETE FROM meta;
 INSERT INTO meta (name, value) SELECT name, value FROM bak.meta;
 DELETE FROM settings;
