@@ -12,7 +12,7 @@ from typing import Any
 
 from middlewared import jsonc
 from middlewared.errors import MiddlewareError
-from middlewared_client import midclt_trigger
+from middlewared_client import midclt_service, midclt_trigger
 from middlewared_client.aclient import AsyncClient
 from middlewared_client.clitext import (
     ProgressBar,
@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--limit", type=natural, default=50, help="0 for all (default 50)")
 
     midclt_trigger.add_parser(commands)
+    midclt_service.add_parser(commands)
     return parser
 
 
@@ -247,6 +248,7 @@ COMMANDS = {
     "command": _command,
     "ping": _ping,
     "trigger": midclt_trigger.run,
+    "service": midclt_service.run,
 }
 
 

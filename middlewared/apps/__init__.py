@@ -1,0 +1,1 @@
+"""Apps: cozy-style manifests whose services run as command jobs on triggers."""
