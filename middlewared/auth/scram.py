@@ -80,20 +80,28 @@ def _unb64(text: str) -> bytes:
         raise ScramFailed("bad base64") from None
 
 
-def _hmac(key: bytes, data: bytes) -> bytes:
-    return hmac.digest(key, data, hashlib.sha512)
+# SHA-512 on the wire; the hash is a parameter so RFC 7677's SHA-256 vector checks the code.
+HASH = "sha512"
+
+
+def _hmac(key: bytes, data: bytes, hash_name: str = HASH) -> bytes:
+    return hmac.digest(key, data, hash_name)
 
 
 def derive(
-    secret: str, salt: bytes | None = None, iterations: int = DEFAULT_ITERATIONS
+    secret: str,
+    salt: bytes | None = None,
+    iterations: int = DEFAULT_ITERATIONS,
+    hash_name: str = HASH,
 ) -> tuple[ScramSecrets, bytes]:
     """The server's secrets for ``secret`` and the client key (what TrueNAS's client takes
     precomputed, so it need not run PBKDF2 itself). Costs one PBKDF2: call off the loop."""
     salt = salt if salt is not None else secrets.token_bytes(SALT_BYTES)
-    salted = hashlib.pbkdf2_hmac("sha512", secret.encode(), salt, iterations)
-    client_key = _hmac(salted, b"Client Key")
-    stored = hashlib.sha512(client_key).digest()
-    return ScramSecrets(salt, iterations, stored, _hmac(salted, b"Server Key")), client_key
+    salted = hashlib.pbkdf2_hmac(hash_name, secret.encode(), salt, iterations)
+    client_key = _hmac(salted, b"Client Key", hash_name)
+    stored = hashlib.new(hash_name, client_key).digest()
+    server_key = _hmac(salted, b"Server Key", hash_name)
+    return ScramSecrets(salt, iterations, stored, server_key), client_key
 
 
 def verify_plain(secret: str, secrets_: ScramSecrets) -> bool:
@@ -174,14 +182,24 @@ class ServerExchange:
     """One exchange, from the client's first message to the server's final one. A second
     final message is refused: a nonce is never used twice."""
 
-    def __init__(self, first: ClientFirst, keys: ScramSecrets, binding_data: bytes | None) -> None:
+    def __init__(
+        self,
+        first: ClientFirst,
+        keys: ScramSecrets,
+        binding_data: bytes | None,
+        hash_name: str = HASH,
+        server_nonce: str | None = None,
+    ) -> None:
+        """``server_nonce``: the server's part of the nonce (tests with fixed vectors);
+        random otherwise."""
         self.first = first
         self.keys = keys
         self.binding_data = binding_data
+        self.hash_name = hash_name
         if first.nonce_bytes is not None:
             self.nonce = _b64(first.nonce_bytes + secrets.token_bytes(NONCE_BYTES))
         else:
-            self.nonce = first.nonce + secrets.token_urlsafe(NONCE_BYTES)
+            self.nonce = first.nonce + (server_nonce or secrets.token_urlsafe(NONCE_BYTES))
         self.server_first = f"r={self.nonce},s={_b64(keys.salt)},i={keys.iterations}"
         self._done = False
 
@@ -199,12 +217,13 @@ class ServerExchange:
         if not hmac.compare_digest(fields["r"].encode(), self.nonce.encode()):
             raise ScramFailed("nonce does not match")
         proof = _unb64(fields["p"])
-        if len(proof) != KEY_BYTES:
+        if len(proof) != hashlib.new(self.hash_name).digest_size:
             raise ScramFailed("bad proof size")
         without_proof = f"c={fields['c']},r={fields['r']}"
         auth_message = f"{self.first.bare},{self.server_first},{without_proof}".encode()
-        signature = _hmac(self.keys.stored_key, auth_message)
+        signature = _hmac(self.keys.stored_key, auth_message, self.hash_name)
         client_key = bytes(a ^ b for a, b in zip(proof, signature, strict=True))
-        if not hmac.compare_digest(hashlib.sha512(client_key).digest(), self.keys.stored_key):
+        client_stored = hashlib.new(self.hash_name, client_key).digest()
+        if not hmac.compare_digest(client_stored, self.keys.stored_key):
             raise ScramFailed("wrong proof")
-        return f"v={_b64(_hmac(self.keys.server_key, auth_message))}"
+        return f"v={_b64(_hmac(self.keys.server_key, auth_message, self.hash_name))}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import secrets
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from middlewared.jobs.pipes import CHUNK
 from middlewared.registry import Access, JobOptions, Param, Registry
 
 registry = Registry("config", "Configuration backup and restore")
+log = logging.getLogger(__name__)
 
 # Restores run one at a time (each upload is its own job: pipes are never shared).
 LOCK = "config.restore"
@@ -24,12 +26,23 @@ def _spool(ctx: CallContext, suffix: str) -> Path:
     return ctx.config.spool_dir / f"{secrets.token_hex(8)}.{suffix}"
 
 
+# TrueNAS's options of config.save, which backup tools in the wild pass. None changes what
+# is saved here: the snapshot always holds what a restore needs (no secret is sealed with a
+# separate seed), and there are no pools nor SSH keys. Any other option is refused.
+TRUENAS_OPTIONS = {
+    "secretseed": "the snapshot always carries its secrets: no separate seed to add",
+    "pool_keys": "no ZFS pools here",
+    "root_authorized_keys": "no SSH here",
+}
+SAVE_OPTIONS = {
+    "type": "object",
+    "properties": {name: {"type": "boolean"} for name in TRUENAS_OPTIONS},
+    "additionalProperties": False,
+}
+
+
 @registry.method(
-    params=[
-        Param(
-            "options", {"type": "object", "additionalProperties": False}, required=False, default={}
-        )
-    ],
+    params=[Param("options", SAVE_OPTIONS, required=False, default={})],
     returns={"type": "null"},
     job=JobOptions(pipes=frozenset({"output"}), description="Saving the configuration"),
     access=Access.ADMIN,
@@ -38,7 +51,14 @@ async def save(ctx: CallContext, job: Job, options: dict[str, Any]) -> None:
     """Write a consistent online snapshot of the database to the output pipe.
 
     Use it through ``core.download("config.save", [{}], "middlewared-backup.db")``.
+    TrueNAS's options (``secretseed``, ``pool_keys``, ``root_authorized_keys``) are
+    accepted, so its backup tools work here, and change nothing: the snapshot always holds
+    what a restore needs, and there are no pools nor SSH keys.
     """
+    for name, value in options.items():
+        log.debug(
+            "config.save: option %s=%s has no effect here (%s)", name, value, TRUENAS_OPTIONS[name]
+        )
     output = job.pipes.output
     assert output is not None
     snapshot = _spool(ctx, "backup")

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from middlewared.http.tls import make_self_signed
-from middlewared_client import AsyncClient, ClientOptions
+from middlewared_client import AsyncClient, ClientOptions, ValidationErrors
 from middlewared_client.errors import ConnectFailed
 from tests.serverproc import ServerProc
 
@@ -306,3 +306,32 @@ def test_a_file_in_the_sockets_place_is_refused(tmp_path: Path) -> None:
     done = start_server(tmp_path / "d", "--unix-socket", str(path))
     assert done.returncode == 1 and "exists and is not a socket" in done.stderr, done
     assert path.read_text() == "data"
+
+
+async def test_truenas_backup_tools_call_over_wss_and_fetch_over_https(
+    make_server: Callable[..., ServerProc], tmp_path: Path
+) -> None:
+    """What backup tools written for TrueNAS do: TrueNAS's options, the URL over https."""
+    server = make_server("--tls-self-signed")
+    cert = certificate(server)
+    options = ClientOptions(cafile=str(cert), reconnect=False)
+    async with AsyncClient.connect(
+        server.ws_url, username="root", password=server.password, options=options
+    ) as c:
+        with pytest.raises(ValidationErrors, match="not_truenas"):
+            await c.call("core.download", "config.save", [{"not_truenas": True}], "b", False)
+        job_id, url = await c.call(
+            "core.download", "config.save", [{"secretseed": True, "pool_keys": True}], "b", False
+        )
+        backup = tmp_path / "backup.db"
+        fetch = [CURL or "curl", "-sS", "--cacert", str(cert), "-o", str(backup)]
+        done = await asyncio.to_thread(sh, *fetch, server.url + url)
+        assert done.returncode == 0, done.stderr
+        assert backup.read_bytes()[:16] == b"SQLite format 3\x00"
+        (job,) = await c.call("core.get_jobs", [["id", "=", job_id]])
+        for _ in range(100):
+            if job["state"] in ("SUCCESS", "FAILED"):
+                break
+            await asyncio.sleep(0.05)
+            (job,) = await c.call("core.get_jobs", [["id", "=", job_id]])
+        assert job["state"] == "SUCCESS", job

@@ -83,3 +83,25 @@ def test_binding_data_must_match() -> None:
 def test_malformed_client_first(message: str, reason: str) -> None:
     with pytest.raises(ScramFailed, match=reason):
         parse_client_first(message)
+
+
+def test_rfc_7677_vector() -> None:
+    """RFC 7677 section 3's SCRAM-SHA-256 exchange (user "user", password "pencil"), run
+    through the server's code with SHA-256 and the RFC's server nonce: the same messages."""
+    import base64
+
+    from middlewared.auth.scram import ClientFirst
+
+    keys, _ = derive("pencil", base64.b64decode("W22ZaJ0SNY7soEsUEjb6gQ=="), 4096, "sha256")
+    first = ClientFirst(
+        "n,,", None, "user", 0, "rOprNGfwEbeRWgbNEkqO", None, "n=user,r=rOprNGfwEbeRWgbNEkqO"
+    )
+    exchange = ServerExchange(first, keys, None, "sha256", "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0")
+    assert exchange.server_first == (
+        "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
+    )
+    client_final = (
+        "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
+        "p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
+    )
+    assert exchange.final(client_final) == "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
