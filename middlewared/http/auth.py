@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -35,9 +36,22 @@ async def _check(app: Middleware, scheme: str, value: str) -> Identity | None:
     return None
 
 
+def cross_site(request: web.Request) -> bool:
+    """A browser's request from another site's page. A form there can POST here without a
+    preflight, and the browser adds the Basic credentials it cached for this origin."""
+    origin = request.headers.get("Origin")
+    if origin is None or request.method in ("GET", "HEAD"):
+        return False
+    return urlsplit(origin).netloc != request.host
+
+
 async def authenticate(request: web.Request, app: Middleware) -> Credentials:
     """The caller's credentials, or a 401 (429 when this address failed too often). A peer
-    of the local socket that is root there needs none."""
+    of the local socket that is root there needs none. A browser's request sent from
+    another site's page (not a GET) is refused (403) whatever it carries: the browser would
+    add credentials it cached for this server (``/_upload``, the REST facade)."""
+    if cross_site(request):
+        raise http_error(web.HTTPForbidden, "Cross-origin request refused")
     peer = unixsock.peer_identity(app.directory, app.config.transports, request.transport)
     if peer is not None and not (
         "Authorization" in request.headers or "auth_token" in request.query

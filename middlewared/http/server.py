@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from middlewared.app import Middleware
-from middlewared.http import tls, unixsock
+from middlewared.http import rest, tls, unixsock
 from middlewared.http.admission import Admission
 from middlewared.http.download import download_handler
 from middlewared.http.fds import throttle_accept_errors
@@ -102,6 +102,7 @@ def build_app(app: Middleware, admission: Admission) -> web.Application:
     web_app.router.add_post("/_upload", upload_handler)
     web_app.router.add_post("/_upload/", upload_handler)
     web_app.router.add_get("/_download/{job_id}", download_handler)
+    rest.mount(web_app, app)
     for route in app.routes:
         mount_route(web_app, route)
     return web_app

@@ -209,7 +209,9 @@ async def login_ex_continue(ctx: CallContext, data: dict[str, Any]) -> dict[str,
 
 
 def _me(ctx: CallContext) -> dict[str, Any]:
-    creds = session(ctx).credentials or ctx.user
+    # Over the WebSocket the session's credentials (a login_ex just made them); over REST,
+    # the request's.
+    creds = (ctx.session.credentials if ctx.session is not None else None) or ctx.user
     app = app_of(ctx)
     user = app.directory.users.get(creds.user_id) if creds.user_id is not None else None
     return {

@@ -392,3 +392,18 @@ async def test_download_of_a_job_failing_while_read(
                 # curl: 18 (partial file) or 56 (failure receiving data), never success.
                 assert done.returncode in (18, 56), done
                 assert out.stat().st_size <= chunks * 65536
+
+
+def test_an_upload_from_another_sites_page_is_refused(server: ServerProc, tmp_path: Path) -> None:
+    """A form on another site can POST here without a preflight, and a browser adds the
+    Basic credentials it cached for this server: such a request is refused, whatever it
+    carries; the same upload from this origin (or from no browser) goes through."""
+    src = random_file(tmp_path / "x.bin", 100)
+    dest = str(server.data_dir / "files" / "cross-site.bin")
+    args = upload_args(server, "filesystem.put", [dest], src)
+    status, body = status_and_body("-H", "Origin: https://evil.example", *args)
+    assert (status, body["error"]) == (403, "Cross-origin request refused")
+    assert not Path(dest).exists()
+    host = server.url.split("://", 1)[1]
+    status, body = status_and_body("-H", f"Origin: http://{host}", *args)
+    assert status == 200 and isinstance(body["job_id"], int), body
