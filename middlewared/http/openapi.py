@@ -123,8 +123,19 @@ def _id_parameter(op: Operation) -> dict[str, Any]:
     }
 
 
+def _readable(schema: Any) -> Any:
+    """A result's schema without ``writeOnly``: there it marks a secret the caller alone
+    sees (kept out of logs and hook scripts), while OpenAPI reads it as "never in a
+    response"."""
+    if isinstance(schema, dict):
+        return {k: _readable(v) for k, v in schema.items() if k != "writeOnly"}
+    if isinstance(schema, list):
+        return [_readable(v) for v in schema]
+    return schema
+
+
 def _operation(op: Operation, info: dict[str, Any]) -> dict[str, Any]:
-    result = JOB_ID if info["job"] else info["returns"]
+    result = JOB_ID if info["job"] else _readable(info["returns"])
     out: dict[str, Any] = {
         "operationId": op.operation_id,
         "summary": summary(info["description"]),

@@ -94,19 +94,21 @@ def _own_or_admin(ctx: CallContext, username: str, method: str) -> int:
 
 
 @registry.method(
-    params=[Param("username", USERNAME), Param("options", TWOFACTOR_OPTIONS, required=False)],
+    params=[
+        Param("username", USERNAME),
+        Param("options", TWOFACTOR_OPTIONS, required=False, default={}),
+    ],
     returns={"type": "object"},
     access=Access.SELF,
 )
 async def renew_2fa_secret(
-    ctx: CallContext, username: str, options: dict[str, Any] | None
+    ctx: CallContext, username: str, options: dict[str, Any]
 ) -> dict[str, Any]:
     """Give a user a new two-factor secret (TOTP: ``interval`` seconds, 30, and
     ``otp_digits``, 6): users for themselves, administrators for anyone. The old one stops
     working at once; ``user.provisioning_uri`` gives the new one to an authenticator app."""
     uid = _own_or_admin(ctx, username, "user.renew_2fa_secret")
-    opts = options or {}
-    secret = TwoFactor.new(opts.get("interval", 30), opts.get("otp_digits", 6))
+    secret = TwoFactor.new(options.get("interval", 30), options.get("otp_digits", 6))
     user = await app_of(ctx).directory.set_twofactor(uid, secret)
     return user.record()
 

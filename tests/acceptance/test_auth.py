@@ -16,6 +16,7 @@ PUBLIC = {
     "auth.login_with_token",
     "auth.mechanism_choices",
     "auth.login_ex",
+    "auth.login_ex_continue",
 }
 
 
@@ -81,6 +82,7 @@ async def test_login_ex_me_logout(server: ServerProc) -> None:
             "PASSWORD_PLAIN",
             "API_KEY_PLAIN",
             "TOKEN_PLAIN",
+            "SCRAM",
         ]
         res = await c.call(
             "auth.login_ex",
