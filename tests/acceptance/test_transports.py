@@ -335,3 +335,18 @@ async def test_truenas_backup_tools_call_over_wss_and_fetch_over_https(
             await asyncio.sleep(0.05)
             (job,) = await c.call("core.get_jobs", [["id", "=", job_id]])
         assert job["state"] == "SUCCESS", job
+
+
+async def test_the_socket_group_and_mode(
+    make_server: Callable[..., ServerProc], public_dir: Path
+) -> None:
+    sock = public_dir / "middlewared.sock"
+    make_server(
+        "--unix-socket", str(sock), "--unix-socket-group", "nogroup", "--unix-socket-mode", "0660"
+    )
+    st = sock.stat()
+    assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o660, NOBODY)
+    refused = start_server(
+        public_dir / "d", "--unix-socket", str(public_dir / "s2"), "--unix-socket-group", "no-such"
+    )
+    assert refused.returncode == 1 and "no such group" in refused.stderr, refused

@@ -5,7 +5,9 @@ secret, keys never asked, midclt, and no secret in logs or records."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import select
 import subprocess
 import sys
 import time
@@ -189,3 +191,45 @@ async def test_midclt_takes_the_code(two_factor: Any) -> None:
     assert without.returncode == 1 and "login failed" in without.stderr, without
     done = midclt(*base, "--otp-token", code(totp), "call", "auth.me")
     assert done.returncode == 0 and name in done.stdout, done
+
+
+def on_a_terminal(argv: list[str], prompt: str, typed: str) -> tuple[int, str, str]:
+    """Run ``argv`` with a terminal as its stdin, typing ``typed`` there once ``prompt`` is
+    on its stderr (typed earlier, it would be flushed when the echo is turned off)."""
+    master, slave = os.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MIDCLT_", "MIDDLEWARED_"))}
+    proc = subprocess.Popen(
+        argv,
+        stdin=slave,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
+    os.close(slave)
+    assert proc.stderr is not None
+    seen = b""
+    try:
+        while prompt.encode() not in seen:
+            ready, _, _ = select.select([proc.stderr], [], [], 60)
+            chunk = os.read(proc.stderr.fileno(), 4096) if ready else b""
+            if not chunk:
+                break
+            seen += chunk
+        os.write(master, typed.encode())
+        out, err = proc.communicate(timeout=60)
+    finally:
+        os.close(master)
+    return proc.returncode, out.decode(), (seen + err).decode()
+
+
+async def test_midclt_asks_for_the_code_on_a_terminal(two_factor: Any) -> None:
+    server, name, totp = await two_factor()
+    argv = [sys.executable, "-m", "middlewared_client.midclt", "-u", server.ws_url]
+    argv += ["-U", name, "-P", PASSWORD, "call", "auth.me"]
+    code_typed = code(totp) + "\n"
+    returncode, out, err = await asyncio.to_thread(
+        on_a_terminal, argv, "Two-factor code", code_typed
+    )
+    assert returncode == 0 and name in out, err
+    assert "Two-factor code" in err
