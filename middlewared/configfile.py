@@ -51,9 +51,8 @@ class ConfigFile:
     triggers: tuple[DeclaredTrigger, ...]
 
 
-def read(path: Path, parser: argparse.ArgumentParser) -> ConfigFile:
-    """Parse and check the file against ``parser``'s options; ConfigError if anything is
-    wrong (nothing of a bad file is used)."""
+def read_toml(path: Path) -> tuple[dict[str, Any], list[str]]:
+    """A TOML file's document and its lines; ConfigError with the line of a syntax error."""
     try:
         text = path.read_text("utf-8")
     except (OSError, UnicodeDecodeError) as e:
@@ -64,7 +63,13 @@ def read(path: Path, parser: argparse.ArgumentParser) -> ConfigFile:
         found = _DECODE_LINE.search(str(e))
         reason = _DECODE_LINE.sub("", str(e)).strip()
         raise ConfigError(path, int(found.group(1)) if found else 0, reason) from None
-    lines = text.splitlines()
+    return doc, text.splitlines()
+
+
+def read(path: Path, parser: argparse.ArgumentParser) -> ConfigFile:
+    """Parse and check the file against ``parser``'s options; ConfigError if anything is
+    wrong (nothing of a bad file is used)."""
+    doc, lines = read_toml(path)
     tables = doc.pop("trigger", [])
     actions = {
         a.dest: a for a in parser._actions if a.option_strings and a.dest not in _NOT_IN_FILE
@@ -73,7 +78,7 @@ def read(path: Path, parser: argparse.ArgumentParser) -> ConfigFile:
     for key, value in doc.items():
         dest = key.replace("-", "_")
         action = actions.get(dest)
-        line = _line_of(lines, key)
+        line = line_of(lines, key)
         if action is None:
             hint = " (a table other than [[trigger]]?)" if isinstance(value, dict) else ""
             raise ConfigError(path, line, f"unknown option {key!r}{hint}")
@@ -109,7 +114,7 @@ def _one(action: argparse.Action, value: Any) -> Any:
 def _triggers(path: Path, lines: list[str], tables: Any) -> tuple[DeclaredTrigger, ...]:
     starts = [i + 1 for i, ln in enumerate(lines) if _TABLE.match(ln)]
     if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
-        raise ConfigError(path, _line_of(lines, "trigger"), "trigger must be [[trigger]] tables")
+        raise ConfigError(path, line_of(lines, "trigger"), "trigger must be [[trigger]] tables")
     if len(starts) != len(tables):
         starts = []  # a header this scan cannot place (inside a string?): no line numbers
     found: list[DeclaredTrigger] = []
@@ -132,8 +137,9 @@ def _triggers(path: Path, lines: list[str], tables: Any) -> tuple[DeclaredTrigge
     return tuple(found)
 
 
-def _line_of(lines: list[str], key: str) -> int:
-    pattern = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*[=.\]]")
+def line_of(lines: list[str], key: str) -> int:
+    """The first line that sets ``key`` or opens its table (0: not found)."""
+    pattern = re.compile(rf"^\s*(\[+\s*)?[\"']?{re.escape(key)}[\"']?\s*[=.\]]")
     for number, line in enumerate(lines, 1):
         if pattern.match(line):
             return number

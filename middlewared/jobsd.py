@@ -7,17 +7,15 @@ line and reason."""
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
-from middlewared.configfile import ConfigError
+from middlewared.configfile import ConfigError, line_of, read_toml
 from middlewared.declarations import KINDS, Declarations, Item
 
 DIRNAME = "jobs.d"
 # A declared trigger's name (commands and notifiers are checked by their own schemas).
 _TRIGGER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_DECODE_LINE = re.compile(r"\(at line (\d+), column \d+\)")
 # At most this many files are read (each is small; a directory of thousands is a mistake).
 MAX_FILES = 1000
 
@@ -33,21 +31,11 @@ def files(folder: Path) -> list[Path]:
 
 
 def load(path: Path, into: Declarations) -> None:
-    try:
-        text = path.read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(path, 0, f"cannot be read: {e}") from None
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        found = _DECODE_LINE.search(str(e))
-        reason = _DECODE_LINE.sub("", str(e)).strip()
-        raise ConfigError(path, int(found.group(1)) if found else 0, reason) from None
-    lines = text.splitlines()
+    doc, lines = read_toml(path)
     for key in doc:
         if key not in KINDS:
             tables = ", ".join(f"[[{k}]]" for k in KINDS)
-            raise ConfigError(path, _line_of(lines, key), f"unknown table {key!r}: use {tables}")
+            raise ConfigError(path, line_of(lines, key), f"unknown table {key!r}: use {tables}")
     for kind in KINDS:
         for table, line in _tables(path, lines, kind, doc.get(kind, [])):
             into.add(_item(path, kind, table, line))
@@ -56,7 +44,7 @@ def load(path: Path, into: Declarations) -> None:
 def _tables(path: Path, lines: list[str], kind: str, tables: Any) -> list[tuple[Any, int]]:
     header = re.compile(rf"^\s*\[\[\s*{kind}\s*\]\]")
     if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
-        raise ConfigError(path, _line_of(lines, kind), f"{kind} must be [[{kind}]] tables")
+        raise ConfigError(path, line_of(lines, kind), f"{kind} must be [[{kind}]] tables")
     starts = [i + 1 for i, ln in enumerate(lines) if header.match(ln)]
     if len(starts) != len(tables):
         starts = [0] * len(tables)  # a header this scan cannot place: no line numbers
@@ -78,11 +66,3 @@ def _item(path: Path, kind: str, table: dict[str, Any], line: int) -> Item:
     if not isinstance(owner, str) or not owner:
         raise ConfigError(path, line, f"trigger {name!r}: owner must be a user name")
     return Item(kind, name, data, path, line, owner)
-
-
-def _line_of(lines: list[str], key: str) -> int:
-    pattern = re.compile(rf"^\s*(\[+\s*)?[\"']?{re.escape(key)}[\"']?\s*[=.\]]")
-    for number, line in enumerate(lines, 1):
-        if pattern.match(line):
-            return number
-    return 0

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.procstate import alive
 from tests.serverproc import ServerProc
 from tests.wsraw import Raw, raw
 
@@ -54,15 +55,6 @@ async def ended(c: Raw, job_id: int) -> dict[str, Any]:
 
 def workdir(proc: ServerProc, name: str) -> Path:
     return proc.data_dir / "commands" / name
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie waiting for init to reap it is dead)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat[stat.rfind(")") + 2] != "Z"
 
 
 def midclt(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

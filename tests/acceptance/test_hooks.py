@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.acceptance.test_commands import alive, until
+from tests.acceptance.test_commands import until
+from tests.procstate import alive
 from tests.serverproc import ServerProc
 from tests.wsraw import Raw, raw
 

@@ -8,17 +8,9 @@ from pathlib import Path
 
 from middlewared.hooks.execute import TAIL_BYTES, Limits, execute
 from middlewared.hooks.record import Run
+from tests.procstate import alive
 
 ENV = {"PATH": "/usr/bin:/bin"}
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie waiting for init is dead)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat[stat.rfind(")") + 2] != "Z"
 
 
 def write(folder: Path, name: str, body: str) -> Path:
