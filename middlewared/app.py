@@ -32,6 +32,8 @@ from middlewared.hooks.manager import Hooks
 from middlewared.jobs.engine import COLLECTION, JobEngine
 from middlewared.jobs.files import JobFiles
 from middlewared.jobs.job import Job
+from middlewared.jobs.limits import NAMESPACE as WORKER_SETTINGS
+from middlewared.jobs.limits import WorkerTable
 from middlewared.jobs.recovery import recover
 from middlewared.jobs.store import JobStore, Purged
 from middlewared.notify import Notifiers
@@ -88,6 +90,10 @@ class Middleware:
         )
         self.transfers = Transfers(config, self.jobs)
         self.settings = Settings(self.store)
+        self.workers = WorkerTable(
+            lambda: self.get_settings(WORKER_SETTINGS), lambda: self.settings.revision
+        )
+        self.calls.workers = self.workers
         # Told of jobs' ends by triggers and commands; mail through the ``mail`` settings.
         self.notifiers = Notifiers(self.store, lambda: self.get_settings("mail"), config.notify)
         self.plugins = PluginLoader(self)

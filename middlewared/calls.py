@@ -20,6 +20,7 @@ from middlewared.errors import (
     PermissionDenied,
     ValidationErrors,
 )
+from middlewared.jobs.limits import WorkerTable
 from middlewared.jobs.pipes import Pipes
 from middlewared.registry import Access, MethodSpec
 from middlewared.rpc.schema import ParamsBinder
@@ -101,6 +102,8 @@ class Calls:
         self.methods = methods
         self.engine = engine
         self.max_live_jobs_per_user = max_live_jobs_per_user
+        # Worker limits per job method (set by the app once its settings exist).
+        self.workers: WorkerTable | None = None
 
     def check(self, name: str, creds: Credentials | None, private: bool = False) -> Mounted:
         """The method, if ``creds`` may call it now; else the error TrueNAS clients expect."""
@@ -195,6 +198,8 @@ class Calls:
         limit = self.max_live_jobs_per_user
         if creds.user_id is not None and self.engine.live_count(creds.user_id) >= limit:
             raise Busy(f"{creds.username} already has {limit} jobs that have not ended")
+        if self.workers is not None:
+            spec = self.workers.prepare(spec, creds.user_id)
         if quota is not None:
             quota.take()
         try:

@@ -35,6 +35,7 @@ CORE_SERVICES = (
     "cronjobs",
     "twofactor",
     "hooks",
+    "workers",
     "apps",
 )
 

@@ -19,6 +19,8 @@ class Settings:
         self.store = store
         self._specs: dict[str, tuple[SettingsSpec, Validator]] = {}
         self._values: dict[str, dict[str, Any]] = {}
+        # Changes at each update and load: what caches derived from settings compare.
+        self.revision = 0
 
     def declare(self, spec: SettingsSpec) -> None:
         if spec.namespace in self._specs:
@@ -34,6 +36,7 @@ class Settings:
 
     async def load(self) -> None:
         """(Re)read every namespace's stored values (after start, after a restore)."""
+        self.revision += 1
         self._values = {
             row["namespace"]: jsonc.loads(row["value"])
             for row in await self.store.fetch("all_settings")
@@ -67,6 +70,7 @@ class Settings:
             [Op("set_settings", {"namespace": namespace, "value": jsonc.dumps(new)})]
         )
         self._values[namespace] = new
+        self.revision += 1
         return copy.deepcopy(new)
 
     def _spec(self, namespace: str) -> tuple[SettingsSpec, Validator]:
