@@ -58,8 +58,8 @@ OPTIONS = {
 }
 RESULT = {
     "type": "object",
-    "properties": {name: {"type": "string"} for name, *_ in SIZES},
-    "required": [name for name, *_ in SIZES],
+    "properties": {name: {"type": "string"} for name, *_ in reversed(SIZES)},
+    "required": [name for name, *_ in reversed(SIZES)],
 }
 
 
@@ -148,4 +148,5 @@ async def thumbnail(
     finally:
         folder.close()
     log.info("thumbnails of %s written to %s (job %d)", where.path, folder.path, job.id)
-    return written
+    # Smallest first, as cozy-stack lists them.
+    return {name: written[name] for name, *_ in reversed(SIZES)}

@@ -7,6 +7,8 @@ import os
 import secrets
 import stat
 import struct
+import subprocess
+import sys
 import time
 import zipfile
 from collections.abc import Iterator
@@ -19,6 +21,7 @@ from PIL import Image
 from tests.serverproc import ServerProc
 from tests.wsraw import Raw, raw
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 # Red, green, blue and white quadrants of the upright picture.
 QUADRANTS = ((255, 0, 0), (0, 200, 0), (0, 0, 255), (255, 255, 255))
 # EXIF orientation -> how to store the upright picture so a viewer shows it upright
@@ -313,15 +316,6 @@ async def test_zip_refusals(server: ServerProc, work: Path) -> None:
     assert sorted(os.listdir(work)) == ["f.txt", "link"]
 
 
-def test_zip64_records_when_forced(tmp_path: Path) -> None:
-    """What unzip meets in archives over 4 GiB: ZIP64 extra fields (made small here)."""
-    path = tmp_path / "z64.zip"
-    with zipfile.ZipFile(path, "w") as archive, archive.open("big.bin", "w", force_zip64=True) as f:
-        f.write(b"z" * 1000)
-    raw_bytes = path.read_bytes()
-    assert b"\x01\x00" in raw_bytes  # the ZIP64 extra field's tag
-
-
 async def test_unzip_reads_zip64_entries(server: ServerProc, work: Path) -> None:
     path = work / "z64.zip"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -442,3 +436,31 @@ async def test_unzip_numbers_taken_names(server: ServerProc, work: Path) -> None
     assert (dest / "a.txt").read_bytes() == b"old"
     assert (dest / "a (3).txt").read_bytes() == b"new"
     assert (dest / "noext (2)").read_bytes() == b"new"
+
+
+# --- the README's example --------------------------------------------------------------------
+
+
+def test_workers_example(server: ServerProc, work: Path) -> None:
+    image = work / "photo.jpg"
+    upright(800, 600).save(image)
+    out = work / "out"
+    out.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIDDLEWARED_")}
+    env |= {"MIDDLEWARED_URL": server.ws_url, "MIDDLEWARED_PASSWORD": server.password}
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "workers.py"), str(image), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:4] == [
+        f"{size}: {work}/.thumbs/photo.jpg.{size}.jpg"
+        for size in ("tiny", "small", "medium", "large")
+    ]
+    assert lines[4:] == [f"zip: {out}/thumbs.zip", "unzipped: 5 entries"]
+    with Image.open(out / "thumbs" / "photo.jpg.small.jpg") as im:
+        assert im.size == (640, 480)
