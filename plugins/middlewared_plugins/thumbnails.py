@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import io
 import math
-import warnings
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -96,13 +95,12 @@ def _encode(im: Image.Image, alpha: bool) -> tuple[bytes, str]:
 
 
 def _decode(f: BinaryIO, max_pixels: int) -> Image.Image:
+    # Between MAX_IMAGE_PIXELS and twice that, Pillow only warns: max_pixels refuses those.
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(f)
+        im = Image.open(f)
     except UnidentifiedImageError:
         raise Unusable("Not an image (no format Pillow reads)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    except Image.DecompressionBombError as e:
         raise Unusable(f"Decompression bomb: {e}", errno.EFBIG) from None
     width, height = im.size
     if width * height > max_pixels:
@@ -131,7 +129,10 @@ def render(
             oriented = ImageOps.exif_transpose(decoded)
         except (OSError, ValueError, SyntaxError) as e:
             raise Unusable(f"Cannot read the image's orientation: {e}") from None
-        base, alpha = _normalise(oriented, keep_alpha)
+        try:
+            base, alpha = _normalise(oriented, keep_alpha)
+        except (OSError, ValueError) as e:
+            raise Unusable(f"Cannot convert the image's {oriented.mode} pixels: {e}") from None
     made: list[Image.Image] = [base]
     thumbs: list[Thumb] = []
     for name, box_w, box_h, crop in SIZES:
