@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -346,17 +347,17 @@ def crafted(path: Path, *names: str, symlink: str | None = None) -> Path:
 
 
 def lying(path: Path, real: int, declared: int) -> Path:
-    """An entry of ``real`` bytes whose headers say ``declared`` (CRC of the declared part)."""
-    import zlib
-
+    """A good entry, then one of ``real`` bytes whose headers say ``declared`` (with the CRC
+    of the declared part)."""
     data = os.urandom(real)
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("good.txt", b"written first")
         archive.writestr("liar.bin", data)
+        local = archive.getinfo("liar.bin").header_offset
     blob = bytearray(path.read_bytes())
     crc = zlib.crc32(data[:declared])
     # Local header: crc at 14, uncompressed size at 22; central header: crc 16, size 24.
-    local = blob.index(b"PK\x03\x04")
-    central = blob.index(b"PK\x01\x02")
+    central = blob.index(b"PK\x01\x02", blob.index(b"PK\x01\x02") + 4)
     for at, crc_at, size_at in ((local, 14, 22), (central, 16, 24)):
         struct.pack_into("<I", blob, at + crc_at, crc)
         struct.pack_into("<I", blob, at + size_at, declared)
@@ -464,3 +465,36 @@ def test_workers_example(server: ServerProc, work: Path) -> None:
     assert lines[4:] == [f"zip: {out}/thumbs.zip", "unzipped: 5 entries"]
     with Image.open(out / "thumbs" / "photo.jpg.small.jpg") as im:
         assert im.size == (640, 480)
+
+
+async def test_written_files_are_announced_with_their_job(server: ServerProc, work: Path) -> None:
+    path = work / "a.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("d/one.txt", b"1")
+        archive.writestr("two.txt", b"2")
+    dest = work / "dest"
+    dest.mkdir()
+    image = work / "pic.png"
+    upright(64, 48).save(image)
+
+    def about(text: str) -> Any:
+        return lambda n: (
+            n["params"].get("collection") == "filesystem.files" and (n["params"].get("id") == text)
+        )
+
+    async with raw(server.ws_url, "root", server.password) as c:
+        await c.call("core.subscribe", "filesystem.files")
+        written = await c.call("archive.unzip", {"zip": str(path), "destination": str(dest)})
+        thumbs = await c.call("image.thumbnail", str(image))
+        jobs = await c.call(
+            "core.get_jobs",
+            [["method", "in", ["archive.unzip", "image.thumbnail"]]],
+            {"order_by": ["-id"], "limit": 2},
+        )
+        thumb_job, unzip_job = (j["id"] for j in jobs)
+        for text in written:
+            event = await c.notification(about(text))
+            assert event["params"]["fields"]["cause"] == unzip_job, event
+        for text in thumbs.values():
+            event = await c.notification(about(text))
+            assert event["params"]["fields"]["cause"] == thumb_job, event
