@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import secrets
@@ -235,12 +236,16 @@ async def test_thumbnail_keeps_rpc_latency_flat(server: ServerProc, work: Path) 
         raw(server.ws_url, "root", server.password) as other,
     ):
         call = await c.request("image.thumbnail", str(source))
-        worst = 0.0
-        for _ in range(20):
+        done = asyncio.ensure_future(c.reply(call, timeout=60))
+        latencies: list[float] = []
+        while not done.done():
             start = time.monotonic()
             assert await other.call("test.echo", 1) == 1
-            worst = max(worst, time.monotonic() - start)
-        assert "result" in await c.reply(call)
+            latencies.append(time.monotonic() - start)
+        assert "result" in done.result()
+    worst = max(latencies)
+    print(f"{len(latencies)} echoes during the thumbnail, the slowest {worst * 1000:.1f} ms")
+    assert len(latencies) >= 5  # they ran while it did
     assert worst < 0.25, worst
 
 
