@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from middlewared.context import CallContext
 from middlewared.jobs.job import Job
@@ -13,6 +14,12 @@ log = logging.getLogger(__name__)
 registry = Registry("log", "cozy-stack's log worker")
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _one_line(text: str) -> str:
+    """``text`` with control characters escaped: a caller cannot forge other log lines."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
 
 
 @registry.method(
@@ -31,9 +38,13 @@ LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
     job=JobOptions(logs=True, timeout=1.0, description=lambda args: "Log a message"),
 )
 async def print_(ctx: CallContext, job: Job, message: str, level: str = "INFO") -> None:
-    """Write ``message`` to the server log at ``level`` (naming the job and its caller) and to
-    the job's log."""
+    """Write ``message`` to the server log at ``level`` (naming the job and its caller, control
+    characters escaped so it stays one line) and to the job's log."""
     log.log(
-        getattr(logging, level), "log.print (job %d, %s): %s", job.id, ctx.user.username, message
+        getattr(logging, level),
+        "log.print (job %d, %s): %s",
+        job.id,
+        ctx.user.username,
+        _one_line(message),
     )
     job.log(f"{level} {message}")

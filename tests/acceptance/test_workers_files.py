@@ -96,6 +96,10 @@ async def test_log_print_writes_server_and_job_logs(server: ServerProc) -> None:
     assert marker in server.log_text()
     line = next(li for li in server.log_text().splitlines() if marker in li)
     assert "WARNING" in line and f"job {record['id']}" in line
+    async with raw(server.ws_url, "root", server.password) as c:
+        await c.call("log.print", f"{marker} two\nCRITICAL forged line")
+    assert f"{marker} two\\nCRITICAL forged line" in server.log_text()
+    assert not any(li.startswith("CRITICAL forged") for li in server.log_text().splitlines())
 
 
 # --- image.thumbnail -------------------------------------------------------------------------
