@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import stat
@@ -9,12 +10,16 @@ import struct
 import threading
 import zipfile
 from pathlib import Path
+from typing import cast
 
 import pytest
 from PIL import Image
 
+from middlewared.jobs.job import Job
 from middlewared.roots import Roots
+from middlewared_plugins.blocking import Progress, Stopped, run_blocking
 from middlewared_plugins.thumbnails import Unusable, _cover, _fit, render
+from middlewared_plugins.unzipping import Extraction
 from middlewared_plugins.zipcheck import RATIO_FLOOR, Limits, Refused, check, numbered, split_name
 from middlewared_plugins.zipping import Source, write
 
@@ -148,3 +153,60 @@ def test_zip_writes_zip64_records_for_large_files(tmp_path: Path) -> None:
 
     assert first_extra(offsets[0]) == b"\x01\x00"  # the ZIP64 extra field's tag
     assert first_extra(offsets[1]) != b"\x01\x00"
+
+
+class _Job:
+    """What run_blocking uses of a job."""
+
+    def __init__(self) -> None:
+        self.progress: list[tuple[float | None, str | None]] = []
+
+    def set_progress(self, percent: float | None = None, description: str | None = None) -> None:
+        self.progress.append((percent, description))
+
+
+async def test_run_blocking_stops_the_work_and_waits_for_it_when_cancelled() -> None:
+    started, ended = threading.Event(), threading.Event()
+
+    def work(progress: Progress, stop: threading.Event) -> None:
+        started.set()
+        done = 0
+        while not stop.wait(0.01):
+            done += 1
+            progress(done)
+        ended.set()
+        raise Stopped()
+
+    job = _Job()
+    task = asyncio.ensure_future(run_blocking(cast(Job, job), 1000, "Did", work))
+    await asyncio.to_thread(started.wait, 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert ended.is_set()  # the work had returned before the cancellation was raised
+    assert job.progress[0] == (0.0, "Did 0 of 1000 bytes")
+
+
+def test_extraction_stopped_midway_leaves_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "a.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name in ("one.txt", "sub/two.txt", "three.txt"):
+            archive.writestr(name, b"x" * 1000)
+    dest_path = tmp_path / "dest"
+    dest_path.mkdir()
+    with (
+        zipfile.ZipFile(path) as archive,
+        Roots([tmp_path]).locate("destination", str(dest_path)).open_dir() as dest,
+    ):
+        entries = check(archive.infolist(), Limits())
+        extraction = Extraction(archive, dest, ".unzip.0123456789ab.part")
+        stop = threading.Event()
+        try:
+            # The first bytes written ask it to stop: the next entry is never begun.
+            with pytest.raises(Stopped):
+                extraction.extract(entries, lambda done: stop.set(), stop)
+            assert (dest_path / ".unzip.0123456789ab.part" / "one.txt").exists()
+        finally:
+            extraction.remove()
+            extraction.close()
+    assert os.listdir(dest_path) == []
