@@ -299,6 +299,17 @@ async def test_zip_then_unzip_round_trip(server: ServerProc, work: Path) -> None
         dest.mkdir()
         (dest / "docs").mkdir()  # taken: the archive's docs lands as "docs (2)"
         written = await c.call("archive.unzip", {"zip": first, "destination": str(dest)})
+        jobs = await c.call(
+            "core.get_jobs",
+            [["method", "in", ["archive.zip", "archive.unzip"]]],
+            {"order_by": ["-id"], "limit": 2},
+        )
+    total = sum(len(data) for data in contents.values()) + len(b"one file")
+    unzipped, zipped = (j["progress"] for j in jobs)
+    assert unzipped["percent"] == 100
+    assert unzipped["description"] == f"Unzipped {total} of {total} bytes"
+    assert zipped["percent"] == 100
+    assert zipped["description"] == f"Zipped {total} bytes in 8 entries"
     assert str(dest / "tree" / "sub" / "b.bin") in written
     assert str(dest / "docs (2)" / "single.txt") in written
     for name, data in contents.items():
