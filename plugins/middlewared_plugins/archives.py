@@ -206,7 +206,10 @@ async def unzip(ctx: CallContext, job: Job, options: dict[str, Any]) -> list[str
     tmp = f".unzip.{secrets.token_hex(6)}.part"
     try:
         with writing(ctx.app, dest.join(tmp)):
-            extraction = await in_thread(Extraction, archive, dest, tmp)
+            try:
+                extraction = await in_thread(Extraction, archive, dest, tmp)
+            except OSError as e:
+                raise CallError(f"Cannot write into {dest.path}: {e.strerror}", e.errno) from e
             try:
                 written = await _extract(job, extraction, entries)
             except OSError as e:

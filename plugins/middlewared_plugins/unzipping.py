@@ -44,7 +44,11 @@ class Extraction:
         self.dest = dest
         self.tmp = tmp
         dest.mkdir(tmp, 0o700)
-        self.folder = dest.subdir([tmp])
+        try:
+            self.folder = dest.subdir([tmp])
+        except BaseException:
+            dest.rmdir(tmp)
+            raise
         self.made: set[tuple[str, ...]] = set()
 
     def close(self) -> None:
