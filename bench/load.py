@@ -22,6 +22,7 @@ KINDS = (
     "commands",
     "triggers",
     "hooks",
+    "thumbnails",
 )
 
 

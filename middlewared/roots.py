@@ -313,6 +313,15 @@ class Dir:
                 raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), self.join(dst))
         os.replace(src, dst, src_dir_fd=self.fd, dst_dir_fd=self.fd)
 
+    def move(self, src: str, other: Dir, dst: str) -> None:
+        """Move ``src`` of this directory to ``dst`` in ``other``, never replacing (EEXIST)."""
+        src, dst = _name(src), _name(dst)
+        if _rename_noreplace(self.fd, src, other.fd, dst):
+            return
+        if other._exists(dst):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), other.join(dst))
+        os.rename(src, dst, src_dir_fd=self.fd, dst_dir_fd=other.fd)
+
     def _exists(self, name: str) -> bool:
         try:
             self.lstat(name)

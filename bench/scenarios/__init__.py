@@ -19,6 +19,7 @@ NAMES = (
     "output",
     "triggers",
     "hooks",
+    "thumbnails",
 )
 
 

@@ -22,6 +22,7 @@ SCENARIOS = {
     "output",
     "triggers",
     "hooks",
+    "thumbnails",
 }
 
 
