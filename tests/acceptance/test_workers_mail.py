@@ -4,9 +4,13 @@ self-signed certificate, a 4xx retried, a 5xx failing at once, and refusals with
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import errno
+import os
+import sys
 import uuid
+from asyncio.subprocess import PIPE
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -17,6 +21,7 @@ from tests.serverproc import ServerProc
 from tests.sinks import make_certificate, smtp_server
 from tests.wsraw import Raw, raw
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SMTP_PASSWORD = "smtp-secret-5be0a9d4"
 FROM = "middlewared@example.com"
 NOREPLY = "noreply@example.com"
@@ -249,3 +254,30 @@ async def test_a_4xx_is_retried_and_a_5xx_fails_at_once(server: ServerProc) -> N
             job = await last_job(c)
             assert (job["state"], job["attempt"]) == ("FAILED", 1)
     assert sink.inbox.empty()
+
+
+async def test_the_readme_example_sends_a_mail(server: ServerProc) -> None:
+    """examples/send_mail.py, as the README quotes it, run as a user runs it."""
+    report = server.data_dir / "files" / f"{unique('report-')}.txt"
+    report.write_text("all good\n")
+    async with smtp_server() as sink:
+        async with raw(server.ws_url, "root", server.password) as admin:
+            await configure(admin, sink.port)
+            user, password = await make_user(admin, email="me@example.org")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MIDDLEWARED_")}
+        env.update(
+            MIDDLEWARED_URL=server.ws_url, MIDDLEWARED_USER=user, MIDDLEWARED_PASSWORD=password
+        )
+        command = [sys.executable, str(EXAMPLES / "send_mail.py"), "ops@example.com"]
+        process = await asyncio.create_subprocess_exec(
+            *command, "--attach", str(report), env=env, stdout=PIPE, stderr=PIPE
+        )
+        out, err = await asyncio.wait_for(process.communicate(), 120)
+        assert process.returncode == 0, err.decode()
+        assert out.decode() == "sent to ops@example.com\n"
+        mail = await sink.next_mail()
+    assert mail["To"].addresses[0].addr_spec == "ops@example.com"
+    assert mail["Reply-To"].addresses[0].addr_spec == "me@example.org"
+    assert {a.get_filename(): a.get_content() for a in mail.iter_attachments()} == {
+        report.name: "all good\n"
+    }
