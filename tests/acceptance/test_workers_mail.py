@@ -8,6 +8,7 @@ import asyncio
 import base64
 import errno
 import os
+import socket
 import sys
 import uuid
 from asyncio.subprocess import PIPE
@@ -18,7 +19,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from tests.serverproc import ServerProc
-from tests.sinks import make_certificate, smtp_server
+from tests.sinks import MailSink, make_certificate, smtp_server
 from tests.wsraw import Raw, raw
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -281,3 +282,35 @@ async def test_the_readme_example_sends_a_mail(server: ServerProc) -> None:
     assert {a.get_filename(): a.get_content() for a in mail.iter_attachments()} == {
         report.name: "all good\n"
     }
+
+
+async def test_a_refused_connection_is_retried(server: ServerProc) -> None:
+    """Nothing listens at first: the job goes back to WAITING for its second attempt, which
+    reaches the SMTP server started meanwhile on that port."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    sink = MailSink()
+    async with raw(server.ws_url, "root", server.password) as admin:
+        await configure(admin, port)
+        user, password = await make_user(admin, email="me@example.org")
+    async with raw(server.ws_url, user, password) as c:
+        await c.call("core.subscribe", "core.get_jobs")
+        call = await c.request("mail.send", {"mode": "noreply", "subject": "late", "parts": PARTS})
+        event = await c.notification(
+            lambda n: (
+                n["params"].get("fields", {}).get("attempt") == 2
+                and n["params"]["fields"]["state"] == "WAITING"
+            )
+        )
+        assert "Cannot connect" in event["params"]["fields"]["error"], event
+        loop = asyncio.get_running_loop()
+        smtp = await loop.create_server(lambda: SMTP(sink, hostname="localhost"), "127.0.0.1", port)
+        try:
+            reply = await c.reply(call)
+            assert reply.get("result", "missing") is None, reply
+            assert (await sink.next_mail())["Subject"] == "late"
+        finally:
+            smtp.close()
+            await smtp.wait_closed()

@@ -4,6 +4,7 @@ endpoints the server refuses to post to."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 
@@ -14,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from middlewared_plugins import webpush
-from middlewared_plugins.pushsubs import endpoint_refusal
+from middlewared_plugins.pushsubs import PublicResolver, endpoint_refusal
 
 B = webpush.b64url_decode
 # RFC 8291 Appendix A.
@@ -100,3 +101,17 @@ def test_subscription_keys_are_checked() -> None:
     assert webpush.check_subscription_keys(point, AUTH) is None
     assert "16 bytes" in (webpush.check_subscription_keys(point, "AAAA") or "")
     assert "P-256" in (webpush.check_subscription_keys(AUTH + AUTH + AUTH, AUTH) or "")
+
+
+async def test_names_resolve_to_public_addresses_only() -> None:
+    """A name that points inside the network is refused when connecting (DNS may have changed
+    since the subscription was checked); loopback passes only when insecure endpoints do."""
+    strict, local = PublicResolver(insecure=False), PublicResolver(insecure=True)
+    try:
+        with pytest.raises(OSError, match="no public address"):
+            await strict.resolve("localhost", 443)
+        found = await local.resolve("localhost", 443)
+        assert found and all(ipaddress.ip_address(r["host"]).is_loopback for r in found)
+    finally:
+        await strict.close()
+        await local.close()
