@@ -47,7 +47,9 @@ SETTINGS_DEFAULTS: dict[str, Any] = {
 }
 registry.declare_settings(SETTINGS_SCHEMA, SETTINGS_DEFAULTS)
 
+# cozy's push worker: one attempt of at most 10 s (the post itself gets a little less).
 TIMEOUT = 10.0
+POST_TIMEOUT = 8.0
 B64URL = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"^[A-Za-z0-9_=-]+$"}
 SUBSCRIPTION: dict[str, Any] = {
     "type": "object",
@@ -201,7 +203,7 @@ def _headers(options: dict[str, Any], authorization: str, ttl: int) -> dict[str,
 
 async def _post(url: str, body: bytes, headers: dict[str, str], insecure: bool) -> tuple[int, str]:
     connector = aiohttp.TCPConnector(resolver=PublicResolver(insecure))
-    timeout = aiohttp.ClientTimeout(total=TIMEOUT)
+    timeout = aiohttp.ClientTimeout(total=POST_TIMEOUT)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         # No redirect is followed: it could lead anywhere, inside the network too.
         async with session.post(url, data=body, headers=headers, allow_redirects=False) as r:
@@ -212,7 +214,7 @@ async def _post(url: str, body: bytes, headers: dict[str, str], insecure: bool) 
     params=[Param("options", MESSAGE)],
     returns={"type": "object", "properties": {"status": {"type": "integer"}}},
     job=JobOptions(
-        logs=True, timeout=3 * TIMEOUT, description=lambda args: f"Push to {args[0]['client_id']}"
+        logs=True, timeout=TIMEOUT, description=lambda args: f"Push to {args[0]['client_id']}"
     ),
 )
 async def send(ctx: CallContext, job: Job, options: dict[str, Any]) -> dict[str, Any]:

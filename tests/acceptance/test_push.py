@@ -58,6 +58,12 @@ async def test_send_is_encrypted_signed_and_sets_urgency_and_topic(server: Serve
         got = await service.next_delivery()
         assert (got.headers["Urgency"], "Topic" in got.headers) == ("normal", False)
         assert got.payload["sound"] == "ding"
+        # A push service in trouble: the job fails with its status; the subscription stays.
+        service.answers.append(503)
+        err = await c.error("push.send", {**MESSAGE, "client_id": client_id})
+        assert err["data"]["errname"] == "EAGAIN" and "503" in err["data"]["reason"], err
+        await service.next_delivery()
+        assert [s["client_id"] for s in await c.call("push.query")] == [client_id]
         # The push service says the subscription is gone: it is removed.
         service.answers.append(410)
         err = await c.error("push.send", {**MESSAGE, "client_id": client_id})
