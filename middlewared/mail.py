@@ -25,7 +25,7 @@ SECURITY = ("PLAIN", "STARTTLS", "TLS")
 # it can never carry a second header or recipient.
 EMAIL_PATTERN = r"^[^@\s<>,;:\"()\[\]\\]+@[^@\s<>,;:\"()\[\]\\]+$"
 EMAIL: dict[str, Any] = {"type": "string", "maxLength": 254, "pattern": EMAIL_PATTERN}
-_OPTIONAL_EMAIL: dict[str, Any] = {"anyOf": [{"const": ""}, EMAIL]}
+OPTIONAL_EMAIL: dict[str, Any] = {"anyOf": [{"const": ""}, EMAIL]}
 
 # The plugin settings of namespace ``mail`` (settings.update("mail", ...) or mail.update).
 SETTINGS_SCHEMA: dict[str, Any] = {
@@ -37,8 +37,8 @@ SETTINGS_SCHEMA: dict[str, Any] = {
         "username": {"type": "string", "maxLength": 1024},
         # Write-only: no read method ever returns it (settings.get leaves it out).
         "password": {"type": "string", "maxLength": 1024, "writeOnly": True},
-        "from_email": _OPTIONAL_EMAIL,
-        "noreply_email": _OPTIONAL_EMAIL,
+        "from_email": OPTIONAL_EMAIL,
+        "noreply_email": OPTIONAL_EMAIL,
         "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 600},
         # PEM certificates to trust for the server instead of the system's store (a private
         # CA, or the server's own self-signed certificate); "" trusts the system's.
@@ -144,7 +144,7 @@ def build_message(
     *,
     to: Sequence[str],
     subject: str,
-    body_text: str,
+    body_text: str | None,
     body_html: str | None = None,
     reply_to: str | None = None,
     attachments: Sequence[Attachment] = (),
@@ -160,9 +160,13 @@ def build_message(
     msg["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2].strip("> ") or "localhost")
     if reply_to:
         msg["Reply-To"] = _one_line(reply_to)
-    msg.set_content(body_text)
-    if body_html is not None:
-        msg.add_alternative(body_html, subtype="html")
+    # Both bodies: multipart/alternative, the plain one first (the last is the preferred).
+    if body_text is not None:
+        msg.set_content(body_text)
+        if body_html is not None:
+            msg.add_alternative(body_html, subtype="html")
+    else:
+        msg.set_content(body_html or "", subtype="html")
     for a in attachments:
         mime = a.mime_type or mimetypes.guess_type(a.filename)[0] or "application/octet-stream"
         maintype, _, subtype = mime.partition("/")
@@ -177,7 +181,7 @@ async def send_mail(
     *,
     to: Sequence[str],
     subject: str,
-    body_text: str,
+    body_text: str | None,
     body_html: str | None = None,
     reply_to: str | None = None,
     attachments: Sequence[Attachment] = (),

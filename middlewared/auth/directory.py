@@ -44,6 +44,8 @@ class User:
     allowlist: tuple[str, ...]
     created: int
     twofactor: TwoFactor | None = None
+    # Where mail.send's noreply mode writes to them; "" when none.
+    email: str = ""
 
     @property
     def usable_admin(self) -> bool:
@@ -60,6 +62,7 @@ class User:
             "allowlist": list(self.allowlist),
             "password_set": self.password_hash is not None,
             "twofactor_auth_configured": self.twofactor is not None,
+            "email": self.email,
             "created": {"$date": self.created},
         }
 
@@ -74,6 +77,7 @@ class User:
             "allowlist": jsonc.dumps(list(self.allowlist)),
             "created": self.created,
             "twofactor": None if self.twofactor is None else jsonc.dumps(self.twofactor.record()),
+            "email": self.email,
         }
 
 
@@ -166,6 +170,7 @@ class Directory:
                 None
                 if r["twofactor"] is None
                 else TwoFactor.from_record(jsonc.loads(r["twofactor"])),
+                r["email"] or "",
             )
         for r in await self.store.fetch("all_api_keys"):
             self.keys[int(r["id"])] = ApiKey(
@@ -296,6 +301,7 @@ class Directory:
             bool(data.get("locked", False)),
             tuple(data.get("allowlist", [])),
             _now_ms(),
+            email=data.get("email", ""),
         )
         self._check_username(user.username, None)  # another may have taken it meanwhile
         await self.store.write(
@@ -311,7 +317,7 @@ class Directory:
         if "username" in data:
             self._check_username(data["username"], uid)
         changes: dict[str, Any] = {
-            k: data[k] for k in ("username", "full_name", "admin", "locked") if k in data
+            k: data[k] for k in ("username", "full_name", "admin", "locked", "email") if k in data
         }
         if "allowlist" in data:
             changes["allowlist"] = tuple(data["allowlist"])

@@ -7,6 +7,7 @@ from typing import Any
 from middlewared.auth.twofactor import TwoFactor
 from middlewared.context import CallContext
 from middlewared.errors import CallError, NotFound, PermissionDenied
+from middlewared.mail import OPTIONAL_EMAIL
 from middlewared.query import query
 from middlewared.registry import Access, Param, Registry
 from middlewared.services.core import app_of
@@ -21,6 +22,8 @@ _FIELDS: dict[str, Any] = {
     "admin": {"type": "boolean"},
     "locked": {"type": "boolean"},
     "allowlist": ALLOWLIST,
+    # Their own address: mail.send's noreply mode writes to it, its from mode replies to it.
+    "email": OPTIONAL_EMAIL,
 }
 CREATE = {
     "type": "object",
@@ -53,7 +56,7 @@ async def create(ctx: CallContext, data: dict[str, Any]) -> dict[str, Any]:
     access=Access.ADMIN,
 )
 async def update(ctx: CallContext, uid: int, data: dict[str, Any]) -> dict[str, Any]:
-    """Change a user's name, password, admin flag, lock or allow-list; their open sessions
+    """Change a user's name, password, admin flag, lock, allow-list or email; their open sessions
     and tokens have the new rights from their next call. Refused when it would leave no
     administrator who can log in."""
     return (await app_of(ctx).directory.update_user(uid, data)).record()

@@ -13,6 +13,7 @@ from typing import Any
 
 from middlewared import jsonc
 from middlewared.errors import ValidationErrors
+from middlewared.mail import EMAIL_PATTERN
 from middlewared.store.queries import SCHEMA_VERSION, migrations
 
 MAGIC = b"SQLite format 3\x00"
@@ -32,6 +33,7 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
         "allowlist",
         "created",
         "twofactor",
+        "email",
     ),
     "api_keys": (
         "id",
@@ -158,6 +160,7 @@ ROW_CHECKS: dict[str, dict[str, Callable[[Any], bool]]] = {
         "locked": _flag,
         "allowlist": _allowlist,
         "created": _int,
+        "email": lambda v: _text(v) and (v == "" or bool(re.match(EMAIL_PATTERN, v))),
     },
     "api_keys": {
         "id": lambda v: _int(v) and v > 0,

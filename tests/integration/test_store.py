@@ -379,6 +379,7 @@ def admin_row(user_id: int, username: str) -> Op:
             "allowlist": jsonc.dumps([]),
             "created": 0,
             "twofactor": None,
+            "email": "",
         },
     )
 

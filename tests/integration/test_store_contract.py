@@ -91,6 +91,7 @@ def user_row(uid: int, username: str, admin: bool = True) -> dict[str, Any]:
         "allowlist": "[]",
         "created": 5,
         "twofactor": None,
+        "email": "",
     }
 
 
@@ -205,9 +206,16 @@ class TestStoreContract:
         (k,) = await store.fetch("all_api_keys")
         assert (k["name"], k["user_id"], k["expires"]) == ("k2", 2, 9)
         assert k["scram"] == '{"iterations":1}'
-        two = {**user_row(2, "al2", False), "locked": 1, "twofactor": '{"secret":"S"}'}
+        two = {
+            **user_row(2, "al2", False),
+            "locked": 1,
+            "twofactor": '{"secret":"S"}',
+            "email": "al@example.com",
+        }
         await store.write([Op("update_user", two)])
-        assert [u["twofactor"] for u in await store.fetch("all_users")] == [None, '{"secret":"S"}']
+        users = await store.fetch("all_users")
+        assert [u["twofactor"] for u in users] == [None, '{"secret":"S"}']
+        assert [u["email"] for u in users] == ["", "al@example.com"]
         await store.write(
             [Op("delete_user", {"id": 2}), Op("delete_user_api_keys", {"user_id": 2})]
         )

@@ -73,20 +73,22 @@ SELECT owner_id, method, api_key_id FROM jobs WHERE id = :id;
 
 -- name: insert_user
 INSERT INTO users (id, username, full_name, password_hash, admin, locked, allowlist, created,
-                   twofactor)
+                   twofactor, email)
 VALUES (:id, :username, :full_name, :password_hash, :admin, :locked, :allowlist, :created,
-        :twofactor);
+        :twofactor, :email);
 
 -- name: update_user
 UPDATE users SET username = :username, full_name = :full_name, password_hash = :password_hash,
-       admin = :admin, locked = :locked, allowlist = :allowlist, twofactor = :twofactor
+       admin = :admin, locked = :locked, allowlist = :allowlist, twofactor = :twofactor,
+       email = :email
 WHERE id = :id;
 
 -- name: delete_user
 DELETE FROM users WHERE id = :id;
 
 -- name: all_users
-SELECT id, username, full_name, password_hash, admin, locked, allowlist, created, twofactor
+SELECT id, username, full_name, password_hash, admin, locked, allowlist, created, twofactor,
+       email
 FROM users ORDER BY id;
 
 -- name: insert_api_key
@@ -134,8 +136,9 @@ SELECT id, name, kind, recipients, url, secret, created, extra FROM notifiers OR
 -- Runs with the snapshot attached as "bak", in one transaction.
 DELETE FROM users;
 INSERT INTO users (id, username, full_name, password_hash, admin, locked, allowlist, created,
-                   twofactor)
-SELECT id, username, full_name, password_hash, admin, locked, allowlist, created, twofactor
+                   twofactor, email)
+SELECT id, username, full_name, password_hash, admin, locked, allowlist, created, twofactor,
+       email
 FROM bak.users;
 DELETE FROM api_keys;
 INSERT INTO api_keys (id, name, username, user_id, key_hash, allowlist, created, expires, scram)
