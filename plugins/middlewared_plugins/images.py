@@ -96,26 +96,68 @@ def _write(folder: Dir, tmp: str, data: bytes) -> None:
         os.fsync(out.fileno())
 
 
+# What a trigger with ``pass_event`` gives as the last argument: the events that fired it
+# (``filesystem.files`` events carry the file's path as their ``id``).
+TRIGGER_EVENTS = {
+    "type": "object",
+    "properties": {
+        "trigger_id": {"type": "integer"},
+        "events": {
+            "type": "array",
+            "items": {"type": "object", "properties": {"id": PATH}, "required": ["id"]},
+        },
+    },
+    "required": ["events"],
+}
+
+
 @registry.method(
     params=[
-        Param("path", PATH, description="the image"),
+        Param(
+            "path",
+            {"anyOf": [PATH, TRIGGER_EVENTS]},
+            description="the image, or a trigger's events (pass_event) naming images",
+        ),
         Param("options", OPTIONS, required=False, default={}),
     ],
     returns=RESULT,
     job=JobOptions(
         max_concurrency=2,
         timeout=30.0,
-        description=lambda args: f"Thumbnails of {args[0]}",
+        description=lambda args: f"Thumbnails of {_named(args[0])}",
     ),
 )
 async def thumbnail(
-    ctx: CallContext, job: Job, path: str, options: dict[str, Any]
+    ctx: CallContext, job: Job, path: str | dict[str, Any], options: dict[str, Any]
 ) -> dict[str, str]:
     """Write the image's thumbnails as cozy-stack makes them: tiny 96x96 (cropped square),
     small 640x480, medium 1280x720, large 1920x1080 (fit inside, never upscaled), EXIF
     orientation applied, metadata stripped, as ``<name>.<size>.jpg`` (``.png`` when
     ``keep_alpha`` and the image has transparency) in ``options.dest`` or ``.thumbs`` beside
-    the image; an existing thumbnail is replaced. Returns the path of each size."""
+    the image; an existing thumbnail is replaced. Returns the path of each size.
+
+    ``path`` may also be what a trigger with ``pass_event`` gives (``{"events": [...]}``,
+    e.g. of ``@event filesystem.files:CREATED:image/jpeg,image/png:mime``): every image
+    the events name gets its thumbnails, and the result names the last one's."""
+    if isinstance(path, str):
+        return await _thumbnail(ctx, job, path, options)
+    paths = list(dict.fromkeys(str(event["id"]) for event in path["events"]))
+    if not paths:
+        raise ValidationErrors([("path", "the trigger's events name no image", errno.EINVAL)])
+    result: dict[str, str] = {}
+    for number, image in enumerate(paths, 1):
+        job.set_progress(None, f"Image {number} of {len(paths)}: {image}")
+        result = await _thumbnail(ctx, job, image, options)
+    return result
+
+
+def _named(path: Any) -> str:
+    return path if isinstance(path, str) else "the images a trigger heard of"
+
+
+async def _thumbnail(
+    ctx: CallContext, job: Job, path: str, options: dict[str, Any]
+) -> dict[str, str]:
     roots = Roots(ctx.config.roots)
     where = roots.locate("path", path)
     dest = roots.locate("options.dest", options.get("dest") or f"{where.path}/../.thumbs")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import secrets
 import stat
@@ -38,6 +39,9 @@ STORED = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_270,
 }
+
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -518,3 +522,39 @@ async def test_written_files_are_announced_with_their_job(server: ServerProc, wo
         for text in thumbs.values():
             event = await c.notification(about(text))
             assert event["params"]["fields"]["cause"] == thumb_job, event
+
+
+async def test_thumbnails_of_every_image_that_lands_in_a_root_with_one_trigger(
+    make_server: Any,
+) -> None:
+    """examples/thumbnails_on_upload.json (README "Workers"): a JPEG written by another
+    program gets its thumbnails; the thumbnails the trigger's job writes fire nothing. A
+    server of its own: the shared one still hears other tests' images."""
+    server = make_server()
+    work = server.data_dir / "files" / "drop"
+    work.mkdir()
+    example = json.loads((ROOT / "examples" / "thumbnails_on_upload.json").read_text())
+    async with raw(server.ws_url, "root", server.password) as c:
+        trig = await c.call("trigger.create", example)
+        try:
+            photo = work / "dropped.jpg"
+            code = (
+                "from PIL import Image; "
+                f"Image.new('RGB', (800, 600), (200, 30, 30)).save({str(photo)!r})"
+            )
+            await asyncio.to_thread(subprocess.run, [sys.executable, "-c", code], check=True)
+            deadline = time.monotonic() + 30
+            while True:
+                jobs = await c.call("trigger.jobs", trig["id"], {})
+                done = [j for j in jobs if j["state"] in ("SUCCESS", "FAILED")]
+                if done or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.05)
+            assert [j["state"] for j in done] == ["SUCCESS"], done
+            assert done[0]["result"]["tiny"] == str(work / ".thumbs" / "dropped.jpg.tiny.jpg")
+            with Image.open(work / ".thumbs" / "dropped.jpg.small.jpg") as small:
+                assert small.size == (640, 480)
+            # The four thumbnails are JPEGs written into the root: none started a job.
+            assert len(await c.call("trigger.jobs", trig["id"], {})) == 1
+        finally:
+            await c.call("trigger.delete", trig["id"])
