@@ -104,6 +104,18 @@ def _rule(rule: Mapping[str, Any], catalog: Catalog, where: str) -> set[str]:
     return _namespace(kind, verbs, catalog, where)
 
 
+# cozy's worker names, as a manifest written for cozy gives them: the method each one is.
+COZY_WORKERS = {
+    "sendmail": "mail.send",
+    "push": "push.send",
+    "thumbnail": "image.thumbnail",
+    "zip": "archive.zip",
+    "unzip": "archive.unzip",
+    "log": "log.print",
+    "export": "data.export",
+}
+
+
 def _jobs(rule: Mapping[str, Any], verbs: list[str], catalog: Catalog, where: str) -> set[str]:
     if rule.get("selector") != "worker":
         raise _bad(
@@ -120,11 +132,12 @@ def _jobs(rule: Mapping[str, Any], verbs: list[str], catalog: Catalog, where: st
         raise _bad(f"{where}.values", f"values is a list of 1 to {MAX_VALUES} method names")
     if not {"POST", "ALL"} & set(verbs):
         raise _bad(f"{where}.verbs", "A jobs permission starts methods: its verbs include POST")
-    for value in values:
-        access = catalog.methods.get(value)
+    methods = {COZY_WORKERS.get(value, value) for value in values}
+    for method in sorted(methods):
+        access = catalog.methods.get(method)
         if access is None or access is Access.PRIVATE:
-            raise _bad(f"{where}.values", f"No method {value!r}", errno.ENOENT)
-    return set(values)
+            raise _bad(f"{where}.values", f"No method {method!r}", errno.ENOENT)
+    return methods
 
 
 def _namespace(namespace: str, verbs: list[str], catalog: Catalog, where: str) -> set[str]:

@@ -176,6 +176,8 @@ def test_a_jobs_permission_names_the_methods_it_may_start() -> None:
     }
     assert grant(rule) == ("archive.zip", "user.create")
     assert grant({**rule, "verbs": ["ALL"]}) == ("archive.zip", "user.create")
+    # cozy's worker names, as a manifest written for cozy gives them.
+    assert grant({**rule, "values": ["zip", "archive.zip"]}) == ("archive.zip",)
 
 
 @pytest.mark.parametrize(
