@@ -16,7 +16,7 @@ from middlewared.errors import ValidationErrors
 
 log = logging.getLogger(__name__)
 
-KINDS = ("notifier", "command", "trigger")
+KINDS = ("notifier", "command", "trigger", "worker")
 
 
 @dataclass(frozen=True)

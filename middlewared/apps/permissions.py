@@ -132,7 +132,7 @@ def _jobs(rule: Mapping[str, Any], verbs: list[str], catalog: Catalog, where: st
         raise _bad(f"{where}.values", f"values is a list of 1 to {MAX_VALUES} method names")
     if not {"POST", "ALL"} & set(verbs):
         raise _bad(f"{where}.verbs", "A jobs permission starts methods: its verbs include POST")
-    methods = {COZY_WORKERS.get(value, value) for value in values}
+    methods: set[str] = {COZY_WORKERS.get(str(v), str(v)) for v in values}
     for method in sorted(methods):
         access = catalog.methods.get(method)
         if access is None or access is Access.PRIVATE:

@@ -10,7 +10,7 @@ import copy
 import errno
 import logging
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from middlewared.auth.credentials import CredentialKind, Credentials
 from middlewared.commands.model import Command
@@ -48,6 +48,8 @@ class _Plan:
     gone_notifiers: list[Notifier] = field(default_factory=list)
     gone_commands: list[Command] = field(default_factory=list)
     gone_triggers: list[Trigger] = field(default_factory=list)
+    # Worker limits by method ([[worker]] tables, ``name`` the method).
+    workers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 async def declare(app: Middleware, found: Declarations) -> Declared:
@@ -57,14 +59,47 @@ async def declare(app: Middleware, found: Declarations) -> Declared:
     await _plan_notifiers(app, found, plan)
     await _plan_commands(app, found, plan)
     await _plan_triggers(app, found, plan)
+    _plan_workers(app, found, plan)
     done = Declared()
     await _apply(app, plan, done)
+    await _apply_workers(app, plan, done)
     # karajo's max_job_running, else (none, or no longer) --max-running-commands.
     running = found.max_running or app.config.commands.max_running
     if app.commands.slots.max_running != running:
         app.commands.slots.resize(running)
         log.info("commands: %d may run at once", running)
     return done
+
+
+def _plan_workers(app: Middleware, found: Declarations, plan: _Plan) -> None:
+    """``[[worker]]`` tables: a job method's limits, checked as ``worker.update`` checks
+    them. They are applied at each start and reload; the API may change them meanwhile,
+    and a table taken out of the file leaves the limits as they are."""
+    mounted = app.methods.get("worker.update")
+    assert mounted is not None
+    for item in found.of("worker"):
+        limits = {k: v for k, v in item.data.items() if k != "name"}
+        target = app.methods.get(item.name)
+        if target is None or target.spec.job is None:
+            raise item.error(CallError(f"{item.name!r} is not a job method"))
+        try:
+            mounted.binder.bind([item.name, limits])
+        except MiddlewareError as e:
+            raise item.error(e) from None
+        plan.workers[item.name] = limits
+
+
+async def _apply_workers(app: Middleware, plan: _Plan, done: Declared) -> None:
+    if not plan.workers:
+        return
+    from middlewared.jobs.limits import NAMESPACE
+
+    current = app.get_settings(NAMESPACE)
+    changed = {m: {**current.get(m, {}), **v} for m, v in plan.workers.items()}
+    changed = {m: v for m, v in changed.items() if v != current.get(m)}
+    if changed:
+        await app.set_settings(NAMESPACE, changed)
+        done.changed.extend(f"worker {m}" for m in changed)
 
 
 def _bind(app: Middleware, method: str, item: Item) -> None:

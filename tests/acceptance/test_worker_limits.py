@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
+from tests.acceptance.test_config_file import hup
+from tests.acceptance.test_karajo_config import wait_logged
+from tests.acceptance.test_triggers import until
 from tests.serverproc import ServerProc
 from tests.wsraw import raw
 
@@ -90,3 +94,32 @@ async def test_limits_are_for_administrators_and_checked(server: ServerProc) -> 
         refused = await c.error("worker.update", "test.progress", {"rate": 1})
         assert refused["data"]["errname"] == "EACCES"
         assert (await c.error("worker.config"))["data"]["errname"] == "EACCES"
+
+
+async def test_jobs_d_worker_tables_set_limits_at_start_and_reload(
+    make_server: Callable[..., ServerProc], tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    folder = data / "jobs.d"
+    folder.mkdir(parents=True)
+    limits = folder / "limits.toml"
+    limits.write_text('[[worker]]\nname = "test.progress"\nrate = 1\n')
+    srv = make_server(data_dir=data)
+    async with raw(srv.ws_url, "root", srv.password) as c:
+        assert (await c.call("worker.config"))["test.progress"]["rate"] == 1
+        assert await c.call("test.progress", 1) == 1
+        assert (await c.error("test.progress", 1))["data"]["errname"] == "EBUSY"
+        # A bad table: its file, line and reason; the limits loaded before stay.
+        limits.write_text(
+            '[[worker]]\nname = "test.progress"\nrate = 1\n\n[[worker]]\nname = "core.ping"\n'
+        )
+        hup(srv)
+        await wait_logged(srv, f"{limits}:5: worker 'core.ping': 'core.ping' is not a job method")
+        limits.write_text('[[worker]]\nname = "test.progress"\nrate = 3\n')
+        hup(srv)
+
+        async def reloaded() -> bool:
+            return bool((await c.call("worker.config"))["test.progress"]["rate"] == 3)
+
+        await until(reloaded, "the reload")
+        assert await c.call("test.progress", 1) == 1
