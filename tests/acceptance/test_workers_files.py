@@ -558,3 +558,38 @@ async def test_thumbnails_of_every_image_that_lands_in_a_root_with_one_trigger(
             assert len(await c.call("trigger.jobs", trig["id"], {})) == 1
         finally:
             await c.call("trigger.delete", trig["id"])
+
+
+async def test_zip_of_a_sparse_file_over_4_gib_is_zip64(server: ServerProc, work: Path) -> None:
+    """A real file over 4 GiB (sparse: no disk for its zeros) zipped over the wire: its entry
+    has its ZIP64 extra field, its true size and CRC (about half a minute of deflating)."""
+    big = work / "big.bin"
+    size = 4 * 2**30 + 1
+    with big.open("wb") as f:
+        f.seek(size - 1)
+        f.write(b"!")
+    out = work / "out"
+    out.mkdir()
+    spec = {"files": {"big.bin": str(big)}, "dir": str(out), "filename": "big.zip"}
+    async with raw(server.ws_url, "root", server.password) as c:
+        # Deflating 4 GiB takes half a minute alone, more on a busy machine.
+        reply = await c.reply(await c.request("archive.zip", spec), timeout=300)
+    assert "error" not in reply, reply
+    path = reply["result"]
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo("big.bin")
+        assert info.file_size == size
+        assert info.compress_size < 10 * 2**20
+        assert info.CRC == crc_of_zeros_then(size - 1, b"!")
+        # The ZIP64 extra field carries the sizes the 32-bit fields cannot.
+        assert int.from_bytes(info.extra[:2], "little") == 1
+
+
+def crc_of_zeros_then(zeros: int, last: bytes) -> int:
+    chunk = bytes(16 * 2**20)
+    crc = 0
+    while zeros:
+        n = min(zeros, len(chunk))
+        crc = zlib.crc32(chunk[:n] if n < len(chunk) else chunk, crc)
+        zeros -= n
+    return zlib.crc32(last, crc)
