@@ -10,6 +10,14 @@ from typing import BinaryIO
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+try:  # HEIC and HEIF photos (phones): the optional extra ``heif`` (pillow-heif).
+    from pillow_heif import register_heif_opener
+except ImportError:  # pragma: no cover - without the extra, such files are "not an image"
+    HEIF = False
+else:
+    register_heif_opener()
+    HEIF = True
+
 # name, width, height, cropped to exactly that square (else fit inside, never upscaled);
 # largest first: each is resized from the smallest already made that is big enough.
 SIZES = (

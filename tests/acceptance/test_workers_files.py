@@ -593,3 +593,17 @@ def crc_of_zeros_then(zeros: int, last: bytes) -> int:
         crc = zlib.crc32(chunk[:n] if n < len(chunk) else chunk, crc)
         zeros -= n
     return zlib.crc32(last, crc)
+
+
+async def test_thumbnail_of_a_heic_photo(server: ServerProc, work: Path) -> None:
+    """HEIC, as phones take photos, with the `heif` extra (pillow-heif, in the dev extra)."""
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+    source = work / "phone.heic"
+    upright(1200, 900).save(source, format="HEIF")
+    async with raw(server.ws_url, "root", server.password) as c:
+        result = await c.call("image.thumbnail", str(source), {})
+    assert result["small"] == str(work / ".thumbs" / "phone.heic.small.jpg")
+    with Image.open(result["small"]) as im:
+        assert (im.format, im.size) == ("JPEG", (640, 480))
