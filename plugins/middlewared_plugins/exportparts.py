@@ -135,9 +135,10 @@ _TOKEN_IN_TEXT = re.compile(r"(auth_token=)[^&\s\"']+")
 
 
 def scrub(value: Any) -> Any:
-    """``value`` with every secret-named field masked (a flag such as ``secret: true`` is
-    kept) and every ``auth_token=`` in a text masked: the query methods already hide their
-    secrets; this is the export's own rule on top."""
+    """``value`` with every secret-named text or number masked (flags such as
+    ``secret: true`` are kept, records under such names looked into) and every
+    ``auth_token=`` in a text masked: the query methods already hide their secrets; this is
+    the export's own rule on top."""
     if isinstance(value, dict):
         return {
             k: MASK if k.lower() in SECRET_KEYS and _hideable(v) else scrub(v)
@@ -151,7 +152,8 @@ def scrub(value: Any) -> Any:
 
 
 def _hideable(value: Any) -> bool:
-    return not (value is None or isinstance(value, bool) or value == MASK)
+    # A flag (``secret: true``), a null, a record under such a name: looked into instead.
+    return isinstance(value, str | int | float) and not isinstance(value, bool)
 
 
 def refused_collections(asked: Sequence[str], admin: bool) -> list[str]:

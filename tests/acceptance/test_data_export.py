@@ -130,6 +130,10 @@ async def test_parts_are_zips_within_parts_size_with_the_big_file_alone(srv: Ser
     # A link serves until max_age, more than once.
     status, again = await fetch(srv, result["parts"][0]["url"])
     assert status == 200 and hashlib.sha256(again).hexdigest() == result["parts"][0]["sha256"]
+    # Range requests, as for any download.
+    out = await acurl("-r", "0-99", "-w", "\n%{http_code}", srv.url + result["parts"][0]["url"])
+    first, _, code = out.stdout.rpartition(b"\n")
+    assert (int(code), first) == (206, again[:100])
     # Each part has its own token: one part's token does not open another.
     token = result["parts"][0]["url"].partition("auth_token=")[2]
     other = result["parts"][1]["url"].partition("?")[0]
