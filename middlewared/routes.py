@@ -30,13 +30,15 @@ class HttpRequest:
 
 @dataclass(frozen=True)
 class HttpResponse:
-    """``json`` is encoded as the body when given; else ``body`` is sent as is."""
+    """``json`` is encoded as the body when given; else ``file`` is sent (Range and HEAD
+    supported, streamed from disk); else ``body`` is sent as is."""
 
     status: int = 200
     json: Any = None
     body: bytes = b""
     content_type: str = "application/json"
     headers: Mapping[str, str] = field(default_factory=dict)
+    file: Path | None = None
 
 
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]

@@ -84,6 +84,10 @@ class TokenStore:
             del self._tokens[key]
         return token
 
+    def revoke(self, secret: str) -> None:
+        """Drop a token before its time (the thing it gave access to is gone)."""
+        self._tokens.pop(hash_key(secret), None)
+
     def login(self, secret: str) -> Identity | None:
         """The identity a login token stands for (consumed when single-use): a session
         logged in with it mints no token that outlives it."""

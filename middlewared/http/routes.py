@@ -52,7 +52,10 @@ def _handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespon
     return handle
 
 
-def _response(answer: HttpResponse) -> web.Response:
+def _response(answer: HttpResponse) -> web.StreamResponse:
+    if answer.file is not None and answer.json is None:
+        headers = {"Content-Type": answer.content_type, **answer.headers}
+        return web.FileResponse(answer.file, status=answer.status, headers=headers)
     if answer.json is not None:
         return web.Response(
             status=answer.status,

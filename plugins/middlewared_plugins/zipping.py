@@ -70,7 +70,7 @@ def plan(roots: Roots, files: dict[str, str]) -> list[Source]:
     return sources
 
 
-def _info(source: Source) -> zipfile.ZipInfo:
+def zip_info(source: Source) -> zipfile.ZipInfo:
     # A zip's times start in 1980.
     stamp = time.localtime(max(source.stat.st_mtime, 315532800))
     info = zipfile.ZipInfo(source.arcname, stamp[:6])
@@ -92,7 +92,7 @@ def write(
     with folder.create(tmp, 0o644) as out:
         with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
             for source in sources:
-                info = _info(source)
+                info = zip_info(source)
                 if source.is_dir:
                     archive.writestr(info, b"")
                     continue
