@@ -154,10 +154,14 @@ class Directory:
                 log.exception("a directory change listener failed")
 
     async def load(self) -> None:
-        """(Re)load every user and key from the store."""
+        """(Re)load every user and key from the store. Both are read first and swapped in
+        at once: a call resolved while the reads wait (a restore reloads this) must find
+        the users as they were, not none (it was told its credentials were revoked)."""
+        user_rows = await self.store.fetch("all_users")
+        key_rows = await self.store.fetch("all_api_keys")
         self.users.clear()
         self.keys.clear()
-        for r in await self.store.fetch("all_users"):
+        for r in user_rows:
             self.users[int(r["id"])] = User(
                 int(r["id"]),
                 r["username"],
@@ -172,7 +176,7 @@ class Directory:
                 else TwoFactor.from_record(jsonc.loads(r["twofactor"])),
                 r["email"] or "",
             )
-        for r in await self.store.fetch("all_api_keys"):
+        for r in key_rows:
             self.keys[int(r["id"])] = ApiKey(
                 int(r["id"]),
                 r["name"],

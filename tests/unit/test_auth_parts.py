@@ -3,10 +3,12 @@ password and key hashing."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import errno
 import hashlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -668,3 +670,29 @@ def test_no_secret_begins_with_a_dash() -> None:
     drawn = [new_secret(9) for _ in range(5000)] + [generate_password() for _ in range(500)]
     assert not [s for s in drawn if s.startswith("-")]
     assert sum(s.startswith("_") for s in drawn) > 20  # still drawn from the whole alphabet
+
+
+async def test_a_reload_never_shows_an_empty_directory(
+    directory: Directory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restore reloads the directory; a call resolved while the store is being read must
+    find the users as they were (it was once told its credentials were revoked)."""
+    alice = directory.by_name("alice")
+    assert alice is not None
+    identity = Identity(CredentialKind.LOGIN_PASSWORD, alice.id)
+    reading = asyncio.Event()
+    go_on = asyncio.Event()
+    fetch = directory.store.fetch
+
+    async def slow_fetch(name: str, **params: Any) -> Any:
+        reading.set()
+        await go_on.wait()
+        return await fetch(name, **params)
+
+    monkeypatch.setattr(directory.store, "fetch", slow_fetch)
+    loading = asyncio.create_task(directory.load())
+    await reading.wait()
+    assert directory.resolve(identity) is not None
+    go_on.set()
+    await loading
+    assert directory.resolve(identity) is not None
