@@ -196,7 +196,8 @@ async def test_config_upload_takes_effect_without_a_restart(
 
 async def test_the_readme_example_loads(make_server: Any, tmp_path: Path) -> None:
     readme = (Path(__file__).parents[2] / "README.md").read_text()
-    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    section = readme.split("### A configuration file", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
     config = tmp_path / "readme.toml"
     config.write_text(example)
     proc = make_server("--config", str(config))

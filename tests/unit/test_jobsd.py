@@ -47,7 +47,7 @@ def test_tables_with_their_lines(tmp_path: Path) -> None:
 
 def test_faults(tmp_path: Path) -> None:
     assert refused(tmp_path, a="[[job]]\nname = 1\n") == (
-        "a.toml:1: unknown table 'job': use [[notifier]], [[command]], [[trigger]]"
+        "a.toml:1: unknown table 'job': use [[notifier]], [[command]], [[trigger]], [[worker]]"
     )
     (tmp_path / "a.toml").unlink()
     assert refused(tmp_path, b='\n[[command]]\ncommands = ["x"]\n') == (
