@@ -33,7 +33,9 @@ def run(ctx: Context) -> Result:
         f"one ping every {interval * 1000:g} ms on its own connection, each awaited; {JOBS} "
         "other connections each keep one image.thumbnail in flight (each its own copy of the "
         "photo); 'middlewared' keeps the default worker limits (image.thumbnail's "
-        "concurrency = CPUs, so the rest queue), the other raises it to 10 with worker.update"
+        "concurrency = CPUs, so the rest queue), the other raises it to 10 with worker.update; "
+        "either way the decoding and resizing run in the server's pool of 2 threads, so at most "
+        "2 images are rendered at once"
     )
     data = ctx.data_dir("thumbload")
     first = photo(data / "files" / "photo-0.jpg")
