@@ -23,6 +23,9 @@ KINDS = (
     "triggers",
     "hooks",
     "thumbnails",
+    "archives",
+    "thumbload",
+    "mail",
 )
 
 

@@ -20,6 +20,9 @@ NAMES = (
     "triggers",
     "hooks",
     "thumbnails",
+    "archives",
+    "thumbload",
+    "mail",
 )
 
 

@@ -23,6 +23,9 @@ SCENARIOS = {
     "triggers",
     "hooks",
     "thumbnails",
+    "archives",
+    "thumbload",
+    "mail",
 }
 
 
