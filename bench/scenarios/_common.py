@@ -9,7 +9,7 @@ from typing import Any
 
 from bench.context import Context
 from bench.model import Result
-from bench.procs import Proc, ProcessFailed
+from bench.procs import Proc, ProcessFailed, spawn
 
 Cases = dict[str, dict[str, Any]]
 
@@ -86,3 +86,14 @@ def note_baseline(ctx: Context, result: Result, metric: str) -> None:
         ratio = result.ratio(case, metric, name)
         if ratio is not None:
             result.notes.append(f"{case}: {metric} {ratio:.2f}x the baseline's ({name})")
+
+
+def stand_in(ctx: Context, log_name: str = "spawner") -> Callable[[], Proc]:
+    """A process that only holds a bare reference's place (the bare loop runs in the load
+    process itself) until it is stopped."""
+
+    def start() -> Proc:
+        argv = [sys.executable, "-m", "bench.references.spawner"]
+        return spawn("spawner", argv, ctx.scratch / "logs" / f"{log_name}.log")
+
+    return start

@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 import random
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,9 @@ from typing import Any
 from bench.context import AUTH, Context
 from bench.loads.archives import UNZIP_CASE, ZIP_CASE
 from bench.model import PROJECT, Result
-from bench.procs import Proc, spawn
+from bench.procs import Proc
 from bench.scenarios._common import Cases, Contender, run_all
+from bench.scenarios._common import stand_in as common_stand_in
 
 BARE = "bare zipfile loop"
 INFOZIP = "Info-ZIP zip/unzip"
@@ -98,9 +98,7 @@ def run(ctx: Context) -> Result:
 
         return measure
 
-    def stand_in() -> Proc:
-        argv = [sys.executable, "-m", "bench.references.spawner"]
-        return spawn("spawner", argv, ctx.scratch / "logs" / "spawner.log")
+    stand_in = common_stand_in(ctx)
 
     missing = [b for b in ("zip", "unzip") if shutil.which(b) is None]
     run_all(

@@ -4,14 +4,14 @@ persisted job, a process group, its pipes and token, karajo's log) against
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from typing import Any
 
 from bench.context import AUTH, Context
 from bench.model import PROJECT, Result
-from bench.procs import Proc, spawn
+from bench.procs import Proc
 from bench.scenarios._common import Cases, Contender, run_all
+from bench.scenarios._common import stand_in as common_stand_in
 
 BARE = "bare asyncio subprocess"
 CASE = "true, 1 at a time"
@@ -40,9 +40,7 @@ def run(ctx: Context) -> Result:
 
         return measure
 
-    def stand_in() -> Proc:
-        argv = [sys.executable, "-m", "bench.references.spawner"]
-        return spawn("spawner", argv, ctx.scratch / "logs" / "spawner.log")
+    stand_in = common_stand_in(ctx)
 
     run_all(
         ctx,

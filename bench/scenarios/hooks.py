@@ -5,15 +5,15 @@ script's runs go)."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench.context import AUTH, Context
 from bench.model import PROJECT, Result
-from bench.procs import Proc, spawn
+from bench.procs import Proc
 from bench.scenarios._common import Cases, Contender, run_all
+from bench.scenarios._common import stand_in as common_stand_in
 
 BARE = "bare asyncio subprocess"
 QUICK = "on.core.ping"
@@ -78,9 +78,7 @@ def run(ctx: Context) -> Result:
         extra = ["--trigger-dir", str(folder), "--trigger-on-api", "--trigger-timeout", "3600"]
         return ctx.middlewared(ctx.data_dir("hooks"), extra)
 
-    def stand_in() -> Proc:
-        argv = [sys.executable, "-m", "bench.references.spawner"]
-        return spawn("spawner", argv, ctx.scratch / "logs" / "spawner-hooks.log")
+    stand_in = common_stand_in(ctx, "spawner-hooks")
 
     run_all(
         ctx,

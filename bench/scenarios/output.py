@@ -5,15 +5,15 @@ before the run and at its peak during it."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from typing import Any
 
 from bench.context import AUTH, Context
 from bench.loads.commands import OUTPUT_CASE
 from bench.model import PROJECT, Result
-from bench.procs import Proc, spawn
+from bench.procs import Proc
 from bench.scenarios._common import Cases, Contender, run_all
+from bench.scenarios._common import stand_in as common_stand_in
 
 BARE = "bare asyncio reader"
 BARE_FILE = "bare reader into a file"
@@ -53,9 +53,7 @@ def run(ctx: Context) -> Result:
         extra = ["--max-job-log", str(3 * size)] if whole else []
         return lambda: ctx.middlewared(ctx.data_dir("output"), extra)
 
-    def stand_in() -> Proc:
-        argv = [sys.executable, "-m", "bench.references.spawner"]
-        return spawn("spawner", argv, ctx.scratch / "logs" / "spawner.log")
+    stand_in = common_stand_in(ctx)
 
     run_all(
         ctx,

@@ -4,7 +4,6 @@ same loop with the JPEG decoder's draft mode."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,9 @@ from PIL import Image
 from bench.context import AUTH, Context
 from bench.loads.thumbnails import CASE
 from bench.model import PROJECT, Result
-from bench.procs import Proc, spawn
+from bench.procs import Proc
 from bench.scenarios._common import Cases, Contender, run_all
+from bench.scenarios._common import stand_in as common_stand_in
 
 NAIVE = "bare Pillow, each size from the full image"
 DRAFT = "bare Pillow, same with draft mode"
@@ -57,9 +57,7 @@ def run(ctx: Context) -> Result:
 
         return measure
 
-    def stand_in() -> Proc:
-        argv = [sys.executable, "-m", "bench.references.spawner"]
-        return spawn("spawner", argv, ctx.scratch / "logs" / "spawner.log")
+    stand_in = common_stand_in(ctx)
 
     run_all(
         ctx,
