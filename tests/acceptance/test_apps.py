@@ -20,9 +20,10 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from tests.acceptance.test_commands import midclt, until
+from tests.acceptance.test_commands import until
 from tests.acceptance.test_triggers import post
 from tests.conftest import PLUGINS
+from tests.midcltproc import midclt
 from tests.serverproc import ServerProc
 from tests.wsraw import Raw, raw
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.midcltproc import midclt
 from tests.procstate import alive
 from tests.serverproc import ServerProc
 from tests.wsraw import Raw, raw
@@ -55,19 +54,6 @@ async def ended(c: Raw, job_id: int) -> dict[str, Any]:
 
 def workdir(proc: ServerProc, name: str) -> Path:
     return proc.data_dir / "commands" / name
-
-
-def midclt(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("MIDCLT_", "MIDDLEWARED_"))}
-    done = subprocess.run(
-        [sys.executable, "-m", "middlewared_client.midclt", *args],
-        capture_output=True,
-        timeout=60,
-        env={**full, **env},
-    )
-    return subprocess.CompletedProcess(
-        done.args, done.returncode, done.stdout.decode(), done.stderr.decode()
-    )
 
 
 async def test_progress_env_and_the_log_are_seen_live(server: ServerProc) -> None:

@@ -15,29 +15,17 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from middlewared.http.tls import make_self_signed
 from middlewared_client import AsyncClient, ClientOptions, ValidationErrors
 from middlewared_client.errors import ConnectFailed
+from tests.midcltproc import SETPRIV, midclt
 from tests.serverproc import ServerProc
 
 CURL = shutil.which("curl")
-SETPRIV = shutil.which("setpriv")
 NOBODY = 65534
-
-
-def midclt(*args: str, env: dict[str, str] | None = None, as_uid: int | None = None) -> Any:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MIDCLT_", "MIDDLEWARED_"))}
-    argv = [sys.executable, "-m", "middlewared_client.midclt", *args]
-    if as_uid is not None:
-        assert SETPRIV is not None
-        argv = [SETPRIV, f"--reuid={as_uid}", f"--regid={as_uid}", "--clear-groups", *argv]
-    return subprocess.run(
-        argv, capture_output=True, text=True, timeout=60, env={**clean, **(env or {})}
-    )
 
 
 def sh(*argv: str) -> subprocess.CompletedProcess[str]:

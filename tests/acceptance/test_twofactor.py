@@ -18,6 +18,7 @@ from typing import Any
 import pyotp
 import pytest
 
+from tests.midcltproc import midclt
 from tests.serverproc import ServerProc
 from tests.wsraw import Raw, raw
 
@@ -170,18 +171,6 @@ async def test_no_secret_in_records_or_logs(two_factor: Any) -> None:
         await continue_with(c, otp)
     logged = "".join(server.output)
     assert totp.secret not in logged and otp not in logged
-
-
-def midclt(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MIDCLT_", "MIDDLEWARED_"))}
-    return subprocess.run(
-        [sys.executable, "-m", "middlewared_client.midclt", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 async def test_midclt_takes_the_code(two_factor: Any) -> None:
